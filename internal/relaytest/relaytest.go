@@ -1,0 +1,292 @@
+// Package relaytest is the fixture for integration tests: a database with
+// the outbox table on a throwaway Postgres, an in-process Kafka-protocol
+// broker, helpers to write events in transactions, to read the slot, and to
+// run a relay in-process with test-friendly timings.
+package relaytest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
+	"github.com/outbox-relay/outbox-relay/internal/pgtest"
+	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/sink"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// OutboxSQL returns testdata/outbox.sql, the default table.
+func OutboxSQL(t testing.TB) string {
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "testdata", "outbox.sql"))
+	if err != nil {
+		t.Fatalf("read testdata/outbox.sql: %v", err)
+	}
+	return string(b)
+}
+
+var dbSeq atomic.Int64
+
+// Env is one test's database and broker.
+type Env struct {
+	T     testing.TB
+	PG    *pgtest.Server
+	URL   string // the test database
+	Pool  *pgxpool.Pool
+	Kafka *kafkatest.Broker
+}
+
+// NewEnv creates a fresh database with the outbox table on pg and a broker.
+func NewEnv(t testing.TB, pg *pgtest.Server, kopts kafkatest.Options) *Env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
+	url, err := pg.CreateDatabase(ctx, name)
+	if err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pool.Exec(ctx, OutboxSQL(t)); err != nil {
+		t.Fatalf("create outbox table: %v", err)
+	}
+	t.Cleanup(func() {
+		// Drop the slots so the shared server does not retain WAL for them.
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = pool.Exec(cctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+			WHERE database = current_database() AND NOT active`)
+	})
+	return &Env{T: t, PG: pg, URL: url, Pool: pool, Kafka: kafkatest.New(t, kopts)}
+}
+
+// Event is a row to insert. Seq is written into the payload so order can
+// be checked downstream.
+type Event struct {
+	AggregateType, AggregateID, EventType string
+	Seq                                   int
+	Headers                               map[string]string
+}
+
+// Inserted is what Insert learned about a row.
+type Inserted struct {
+	Event
+	ID      string
+	Payload string // as Postgres renders the jsonb
+}
+
+// Insert writes events in one transaction and returns them with their ids
+// and the LSN of the transaction's commit end (pg_current_wal_lsn after it).
+func (e *Env) Insert(ctx context.Context, evs []Event) ([]Inserted, outboxrelay.LSN) {
+	e.T.Helper()
+	out := make([]Inserted, 0, len(evs))
+	err := pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) error {
+		for _, ev := range evs {
+			var hdr []byte
+			if ev.Headers != nil {
+				hdr, _ = json.Marshal(ev.Headers)
+			}
+			payload := fmt.Sprintf(`{"seq": %d, "aggregate": %q, "note": "événement"}`, ev.Seq, ev.AggregateID)
+			var in Inserted
+			in.Event = ev
+			if err := tx.QueryRow(ctx, `INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload, headers)
+				VALUES ($1, $2, $3, $4, $5) RETURNING id::text, payload::text`,
+				ev.AggregateType, ev.AggregateID, ev.EventType, payload, hdr).Scan(&in.ID, &in.Payload); err != nil {
+				return err
+			}
+			out = append(out, in)
+		}
+		return nil
+	})
+	if err != nil {
+		e.T.Fatalf("insert events: %v", err)
+	}
+	return out, e.CurrentLSN(ctx)
+}
+
+// CurrentLSN is pg_current_wal_lsn().
+func (e *Env) CurrentLSN(ctx context.Context) outboxrelay.LSN {
+	e.T.Helper()
+	var s string
+	if err := e.Pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
+		e.T.Fatalf("pg_current_wal_lsn: %v", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(s)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return lsn
+}
+
+// Confirmed is the slot's confirmed_flush_lsn, 0 when the slot is missing.
+func (e *Env) Confirmed(ctx context.Context, slot string) outboxrelay.LSN {
+	e.T.Helper()
+	var s *string
+	err := e.Pool.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&s)
+	if err == pgx.ErrNoRows || s == nil {
+		return 0
+	}
+	if err != nil {
+		e.T.Fatalf("read slot: %v", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(*s)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return lsn
+}
+
+// WaitConfirmed polls until the slot's confirmed_flush_lsn reaches want.
+func (e *Env) WaitConfirmed(ctx context.Context, slot string, want outboxrelay.LSN) {
+	e.T.Helper()
+	for {
+		got := e.Confirmed(ctx, slot)
+		if got >= want {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			e.T.Fatalf("slot %s confirmed_flush_lsn is %s, never reached %s", slot, got, want)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Config is a relay configuration with test-friendly timings.
+type Config struct {
+	Replication replication.Config
+	Sink        sink.Config
+	Relay       relay.Config
+}
+
+// Config returns a relay configuration for this env with short intervals.
+func (e *Env) Config() Config {
+	rc := replication.DefaultConfig()
+	rc.ConnString = e.URL
+	rc.StatusInterval = 100 * time.Millisecond
+	sc := sink.DefaultConfig()
+	sc.Brokers = e.Kafka.Addrs()
+	sc.RetryMax = 2
+	sc.RetryBackoff = 50 * time.Millisecond
+	sc.Timeout = 5 * time.Second
+	lc := relay.DefaultConfig()
+	lc.BackoffMin = 50 * time.Millisecond
+	lc.BackoffMax = 500 * time.Millisecond
+	lc.StandbyPoll = 200 * time.Millisecond
+	lc.ShutdownTimeout = 10 * time.Second
+	return Config{Replication: rc, Sink: sc, Relay: lc}
+}
+
+// Running is a relay running in-process.
+type Running struct {
+	Relay    *relay.Relay
+	Registry *prometheus.Registry
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// Start runs a relay with cfg until Stop or the end of the test.
+func Start(t testing.TB, cfg Config) *Running {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	logger := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	if os.Getenv("RELAYTEST_QUIET") != "" {
+		logger = zerolog.Nop()
+	}
+	repMetrics, sinkMetrics := replication.NewMetrics(reg), sink.NewMetrics(reg)
+	r, err := relay.New(cfg.Relay,
+		func() (relay.Source, error) {
+			return replication.New(cfg.Replication, replication.WithLogger(logger), replication.WithMetrics(repMetrics))
+		},
+		func(ack relay.AckFunc) (relay.Sink, error) {
+			return sink.New(cfg.Sink, ack, sink.WithLogger(logger), sink.WithMetrics(sinkMetrics))
+		},
+		relay.WithLogger(logger), relay.WithMetrics(relay.NewMetrics(reg)))
+	if err != nil {
+		t.Fatalf("relay.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	run := &Running{Relay: r, Registry: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { run.done <- r.Run(ctx) }()
+	t.Cleanup(func() { _ = run.Stop() })
+	return run
+}
+
+// Stop cancels the relay (a graceful shutdown) and returns Run's error.
+// Calling it again returns nil.
+func (r *Running) Stop() error {
+	r.cancel()
+	err, ok := <-r.done
+	if ok {
+		close(r.done)
+	}
+	return err
+}
+
+// Done delivers Run's result when the relay stops by itself.
+func (r *Running) Done() <-chan error { return r.done }
+
+// Metric returns the sum of a metric's samples (all label values), or 0.
+func (r *Running) Metric(name string) float64 {
+	mfs, err := r.Registry.Gather()
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+// WaitReady polls until the relay streams.
+func (r *Running) WaitReady(ctx context.Context, t testing.TB) {
+	t.Helper()
+	for !r.Relay.State().Ready() {
+		select {
+		case <-ctx.Done():
+			st := r.Relay.State()
+			t.Fatalf("relay not ready: %s %s", st.Phase, st.Detail)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Topics lists outbox.event.<type> for the aggregate types.
+func Topics(types ...string) []string {
+	out := make([]string, len(types))
+	for i, ty := range types {
+		out[i] = "outbox.event." + strings.ToLower(ty)
+	}
+	return out
+}

@@ -1,0 +1,38 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/outbox-relay/outbox-relay/internal/pgtest"
+	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/sink"
+)
+
+// Compile-time checks that the real parts satisfy what the relay consumes.
+var (
+	_ relay.Source = (*replication.Stream)(nil)
+	_ relay.Sink   = (*sink.Sink)(nil)
+)
+
+// pg is one throwaway Postgres shared by the package's tests; each test
+// gets its own database (relaytest.NewEnv).
+var pg *pgtest.Server
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	srv, err := pgtest.Start(ctx, pgtest.Options{})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start postgres:", err)
+		os.Exit(1)
+	}
+	pg = srv
+	code := m.Run()
+	srv.Close()
+	os.Exit(code)
+}

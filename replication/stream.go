@@ -1,0 +1,321 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/rs/zerolog"
+)
+
+// messageBuffer is how many decoded messages may wait for the relay. The
+// tracker's cap is what bounds memory; this only smooths handoff.
+const messageBuffer = 256
+
+// finalStatusTimeout bounds the last status update at shutdown.
+const finalStatusTimeout = 5 * time.Second
+
+// Stream reads one replication session. Create one per connection attempt:
+// Run may be called once.
+type Stream struct {
+	cfg     Config
+	log     zerolog.Logger
+	metrics *Metrics
+	out     chan Message
+	started chan struct{} // closed once the server streams
+
+	confirmed atomic.Uint64
+	// position is the slot's confirmed_flush_lsn when streaming started.
+	position atomic.Uint64
+}
+
+// New validates cfg and returns a Stream; it connects to nothing.
+func New(cfg Config, opts ...Option) (*Stream, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("replication config: %w", err)
+	}
+	s := &Stream{cfg: cfg, log: zerolog.Nop(), out: make(chan Message, messageBuffer), started: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
+	return s, nil
+}
+
+// Streaming is closed once replication has started.
+func (s *Stream) Streaming() <-chan struct{} { return s.started }
+
+// Messages delivers the stream in WAL order. It is closed when Run returns.
+func (s *Stream) Messages() <-chan Message { return s.out }
+
+// Confirm raises the position reported to Postgres on the next status
+// update. Call it only with a position every earlier event is acked behind;
+// lower values are ignored. Safe from any goroutine.
+func (s *Stream) Confirm(lsn outboxrelay.LSN) {
+	for {
+		cur := s.confirmed.Load()
+		if uint64(lsn) <= cur || s.confirmed.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// StartPosition is the slot's confirmed position when streaming began; zero
+// before that.
+func (s *Stream) StartPosition() outboxrelay.LSN { return outboxrelay.LSN(s.position.Load()) }
+
+// Run checks the server, creates the publication and slot if allowed and
+// missing, and streams until ctx ends or the connection fails. On ctx end it
+// sends a final status update with the confirmed position before closing,
+// so a graceful restart resends nothing. It returns nil after a graceful
+// stop, ErrSlotActive (wrapped) while another process holds the slot, a
+// *ConfigError for problems that need a human, and any other error for
+// failures worth a retry.
+func (s *Stream) Run(ctx context.Context) error {
+	defer close(s.out)
+	start, serverVersion, err := s.prepare(ctx)
+	if err != nil {
+		return err
+	}
+	conn, err := s.connectReplication(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), finalStatusTimeout)
+		defer cancel()
+		conn.Close(cctx)
+	}()
+
+	args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.cfg.Publication)}
+	if serverVersion >= 140000 {
+		args = append(args, "messages 'true'")
+	}
+	if err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, start, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+		return classifyStartError(s.cfg.Slot, err)
+	}
+	s.Confirm(start)
+	s.position.Store(uint64(start))
+	close(s.started)
+	s.log.Info().Str("slot", s.cfg.Slot).Str("lsn", start.String()).Msg("streaming")
+
+	err = s.stream(ctx, conn)
+	if ctx.Err() == nil {
+		return err
+	}
+	// Graceful stop: the relay confirmed its last ack before cancelling.
+	fctx, cancel := context.WithTimeout(context.Background(), finalStatusTimeout)
+	defer cancel()
+	if err := s.sendStatus(fctx, conn, false); err != nil {
+		return fmt.Errorf("send final status update: %w", err)
+	}
+	s.log.Info().Str("lsn", s.confirmedLSN().String()).Msg("final status update sent")
+	return nil
+}
+
+func (s *Stream) prepare(ctx context.Context) (outboxrelay.LSN, int, error) {
+	conn, err := pgx.Connect(ctx, s.cfg.ConnString)
+	if err != nil {
+		return 0, 0, fmt.Errorf("connect to postgres: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	in, err := Preflight(ctx, conn, s.cfg)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := in.Err(); err != nil {
+		return 0, 0, err
+	}
+	created, err := Setup(ctx, conn, s.cfg, in)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, c := range created {
+		s.log.Info().Str("created", c).Msg("created missing " + strings.Fields(c)[0])
+	}
+	slot := in.Slot
+	if len(created) > 0 {
+		if slot, err = ReadSlot(ctx, conn, s.cfg.Slot); err != nil {
+			return 0, 0, err
+		}
+	}
+	if slot.ActivePID != 0 {
+		return 0, 0, fmt.Errorf("slot %q held by PID %d: %w", s.cfg.Slot, slot.ActivePID, ErrSlotActive)
+	}
+	return slot.ConfirmedFlush, in.ServerVersion, nil
+}
+
+func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(s.cfg.ConnString)
+	if err != nil {
+		return nil, &ConfigError{Problem: fmt.Sprintf("parse --pg-url: %v", err), Fix: "use a libpq URL like postgres://user:pass@host:5432/db"}
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open replication connection: %w", err)
+	}
+	return conn, nil
+}
+
+func classifyStartError(slot string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "55006": // object_in_use: "replication slot ... is active for PID n"
+			return fmt.Errorf("%s: %w", pgErr.Message, ErrSlotActive)
+		case "42704": // undefined_object
+			return &ConfigError{Problem: pgErr.Message, Fix: fmt.Sprintf("create it with: outbox-relay setup (or run %q)", "SELECT pg_create_logical_replication_slot('"+slot+"', 'pgoutput')")}
+		}
+	}
+	return fmt.Errorf("start replication: %w", err)
+}
+
+// stream is the receive loop. It returns ctx.Err() on cancellation.
+func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn) error {
+	dec, err := NewDecoder(s.cfg, func(kind string) { s.metrics.skipped.WithLabelValues(kind).Inc() })
+	if err != nil {
+		return err
+	}
+	next := time.Now().Add(s.cfg.StatusInterval)
+	for {
+		if !time.Now().Before(next) {
+			// Asking for a reply makes the server answer with a keepalive
+			// carrying its WAL end, which lets an idle slot move even when
+			// wal_sender_timeout is 0 and the server never asks.
+			if err := s.sendStatus(ctx, conn, true); err != nil {
+				return err
+			}
+			next = time.Now().Add(s.cfg.StatusInterval)
+		}
+		rctx, cancel := context.WithDeadline(ctx, next)
+		raw, err := conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive replication message: %w", err)
+		}
+		switch m := raw.(type) {
+		case *pgproto3.CopyData:
+			if err := s.handle(ctx, conn, dec, m.Data, &next); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return errors.New("replication: server ended the stream")
+		}
+	}
+}
+
+func (s *Stream) handle(ctx context.Context, conn *pgconn.PgConn, dec *Decoder, data []byte, next *time.Time) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse keepalive: %w", err)
+		}
+		s.metrics.lastMessage.SetToCurrentTime()
+		s.metrics.receivedLSN.Set(float64(ka.ServerWALEnd))
+		if ka.ReplyRequested {
+			if err := s.sendStatus(ctx, conn, false); err != nil {
+				return err
+			}
+			*next = time.Now().Add(s.cfg.StatusInterval)
+		}
+		// Inside a transaction the WAL end can lie past rows not yet
+		// received; only between transactions is it a safe barrier.
+		if !dec.InTransaction() {
+			return s.emit(ctx, conn, Message{Kind: KindKeepalive, LSN: ka.ServerWALEnd}, next)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse XLogData: %w", err)
+		}
+		msg, ok, err := dec.Decode(xld.WALStart, xld.WALData)
+		if err != nil {
+			return err
+		}
+		s.metrics.receivedLSN.Set(float64(xld.WALStart))
+		if ok {
+			if msg.Kind == KindEvent {
+				s.metrics.lastMessage.SetToCurrentTime()
+			}
+			return s.emit(ctx, conn, msg, next)
+		}
+	}
+	return nil
+}
+
+// emit hands m to the relay. While the relay pushes back (its in-flight cap
+// is reached), the stream stops reading but keeps sending status updates so
+// wal_sender_timeout does not end the session.
+func (s *Stream) emit(ctx context.Context, conn *pgconn.PgConn, m Message, next *time.Time) error {
+	select {
+	case s.out <- m:
+		return nil
+	default:
+	}
+	for {
+		timer := time.NewTimer(time.Until(*next))
+		select {
+		case s.out <- m:
+			timer.Stop()
+			return nil
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+			if err := s.sendStatus(ctx, conn, false); err != nil {
+				return err
+			}
+			*next = time.Now().Add(s.cfg.StatusInterval)
+		}
+	}
+}
+
+func (s *Stream) confirmedLSN() outboxrelay.LSN { return outboxrelay.LSN(s.confirmed.Load()) }
+
+func (s *Stream) sendStatus(ctx context.Context, conn *pgconn.PgConn, reply bool) error {
+	lsn := s.confirmedLSN()
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn,
+		WALFlushPosition: lsn,
+		WALApplyPosition: lsn,
+		ReplyRequested:   reply,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status update: %w", err)
+	}
+	s.metrics.statusUpdates.Inc()
+	s.metrics.confirmedLSN.Set(float64(lsn))
+	return nil
+}
+
+func parseLSN(s string) (outboxrelay.LSN, error) {
+	lsn, err := pglogrepl.ParseLSN(s)
+	if err != nil {
+		return 0, fmt.Errorf("parse LSN %q: %w", s, err)
+	}
+	return lsn, nil
+}

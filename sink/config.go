@@ -1,0 +1,193 @@
+package sink
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/rs/zerolog"
+)
+
+// TLS configures an encrypted connection to the brokers.
+type TLS struct {
+	Enabled            bool
+	CAFile             string // PEM; empty uses the system pool
+	CertFile, KeyFile  string // client certificate for mTLS
+	InsecureSkipVerify bool
+}
+
+// SASL configures broker authentication.
+type SASL struct {
+	Mechanism string // "", PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+	User      string
+	Password  string
+}
+
+// Config configures the producer. Zero fields take DefaultConfig's values.
+type Config struct {
+	Brokers  []string
+	ClientID string
+	// Compression is none, gzip, snappy, lz4 or zstd.
+	Compression string
+	// Linger waits this long to fill a batch; 0 sends as soon as the
+	// previous request returns (batches still form under load).
+	Linger time.Duration
+	// BatchBytes, with a Linger, sends a batch before the linger ends once
+	// it holds this many bytes. Without a Linger it has no effect: sarama
+	// would otherwise hold records until the size is reached.
+	BatchBytes int
+	// MaxMessageBytes is the largest record accepted; larger ones are
+	// undeliverable. Keep it at or under the topic's max.message.bytes.
+	MaxMessageBytes int
+	// RetryMax and RetryBackoff govern retries inside one session; after
+	// them the error reaches the relay, which reconnects and resends.
+	RetryMax     int
+	RetryBackoff time.Duration
+	// Timeout bounds dialing, each request and the broker's wait for
+	// replicas.
+	Timeout time.Duration
+	TLS     TLS
+	SASL    SASL
+}
+
+// DefaultConfig returns the defaults documented in outbox-relay run --help.
+func DefaultConfig() Config {
+	return Config{
+		ClientID:        "outbox-relay",
+		Compression:     "none",
+		BatchBytes:      1 << 20,
+		MaxMessageBytes: 1000000,
+		RetryMax:        10,
+		RetryBackoff:    250 * time.Millisecond,
+		Timeout:         10 * time.Second,
+	}
+}
+
+// saramaConfig builds the producer configuration and refuses anything
+// outside the safe set.
+func (c Config) saramaConfig() (*sarama.Config, error) {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("at least one Kafka broker is required (--kafka-brokers)"))
+	}
+	sc := sarama.NewConfig()
+	sc.ClientID = c.ClientID
+	sc.Producer.Idempotent = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Net.MaxOpenRequests = 1
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.Partitioner = newPartitioner
+	sc.Producer.Flush.Frequency = c.Linger
+	if c.Linger > 0 {
+		sc.Producer.Flush.Bytes = c.BatchBytes
+	}
+	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
+	sc.Producer.Retry.Max = c.RetryMax
+	sc.Producer.Retry.Backoff = c.RetryBackoff
+	sc.Producer.Timeout = c.Timeout
+	sc.Net.DialTimeout = c.Timeout
+	sc.Net.ReadTimeout = c.Timeout + 5*time.Second // outlast the broker's own wait
+	sc.Net.WriteTimeout = c.Timeout
+	sc.Metadata.Retry.Max = 5
+	sc.Metadata.Retry.Backoff = c.RetryBackoff
+
+	switch strings.ToLower(c.Compression) {
+	case "", "none":
+		sc.Producer.Compression = sarama.CompressionNone
+	case "gzip":
+		sc.Producer.Compression = sarama.CompressionGZIP
+	case "snappy":
+		sc.Producer.Compression = sarama.CompressionSnappy
+	case "lz4":
+		sc.Producer.Compression = sarama.CompressionLZ4
+	case "zstd":
+		sc.Producer.Compression = sarama.CompressionZSTD
+	default:
+		errs = append(errs, fmt.Errorf("compression %q: use none, gzip, snappy, lz4 or zstd", c.Compression))
+	}
+	if c.TLS.Enabled {
+		tc, err := c.TLS.config()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		sc.Net.TLS.Enable = true
+		sc.Net.TLS.Config = tc
+	}
+	if c.SASL.Mechanism != "" {
+		if err := c.SASL.apply(sc); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka producer config: %w", err)
+	}
+	return sc, nil
+}
+
+func (t TLS) config() (*tls.Config, error) {
+	tc := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read Kafka CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("Kafka CA file %s holds no PEM certificate", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load Kafka client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func (s SASL) apply(sc *sarama.Config) error {
+	sc.Net.SASL.Enable = true
+	sc.Net.SASL.User = s.User
+	sc.Net.SASL.Password = s.Password
+	sc.Net.SASL.Handshake = true
+	switch strings.ToUpper(s.Mechanism) {
+	case "PLAIN":
+		sc.Net.SASL.Mechanism = sarama.SASLTypePlaintext
+	case "SCRAM-SHA-256":
+		sc.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA256
+		sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return newSCRAM(sha256Hash) }
+	case "SCRAM-SHA-512":
+		sc.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA512
+		sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return newSCRAM(sha512Hash) }
+	default:
+		return fmt.Errorf("SASL mechanism %q: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+	}
+	if s.User == "" {
+		return errors.New("SASL needs a user (--kafka-sasl-user)")
+	}
+	return nil
+}
+
+// Option adjusts a Sink beyond its Config.
+type Option func(*Sink)
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l zerolog.Logger) Option {
+	return func(s *Sink) { s.log = l.With().Str("component", "sink").Logger() }
+}
+
+// WithMetrics makes the sink record into m.
+func WithMetrics(m *Metrics) Option {
+	return func(s *Sink) { s.metrics = m }
+}

@@ -1,0 +1,12 @@
+// Package sink produces Events to Kafka through a sarama AsyncProducer held
+// to the only safe configuration for this job: idempotent, acks=all, one
+// request in flight per broker. That keeps per-partition order across
+// retries and writes no duplicates on request timeouts within a session.
+//
+// Produce hands an event to the producer and returns; the ack (success or
+// final error) arrives later through the AckFunc given to New, called from
+// the goroutine running Run. Errors are classified: IsRetriable errors call
+// for tearing the session down and resending from the confirmed position;
+// the rest (a record too large, a topic Kafka refuses) will never succeed
+// and need an operator's decision.
+package sink

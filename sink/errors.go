@@ -1,0 +1,64 @@
+package sink
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/IBM/sarama"
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+)
+
+// DeliveryError is the final failure of one event, after sarama's retries.
+type DeliveryError struct {
+	EventID string
+	Topic   string
+	LSN     outboxrelay.LSN
+	Err     error
+}
+
+func (e *DeliveryError) Error() string {
+	return fmt.Sprintf("produce event %s (lsn %s) to topic %q: %v", e.EventID, e.LSN, e.Topic, e.Err)
+}
+
+func (e *DeliveryError) Unwrap() error { return e.Err }
+
+// undeliverable are broker answers that no retry or reconnect will change.
+var undeliverable = []error{
+	sarama.ErrMessageSizeTooLarge,
+	sarama.ErrInvalidTopic,
+	sarama.ErrMessageSetSizeTooLarge,
+	sarama.ErrTopicAuthorizationFailed,
+	sarama.ErrClusterAuthorizationFailed,
+	sarama.ErrInvalidRecord,
+	sarama.ErrPolicyViolation,
+	sarama.ErrUnknownTopicOrPartition,
+	sarama.ErrUnsupportedForMessageFormat,
+	sarama.ErrInvalidRequiredAcks,
+}
+
+// IsRetriable reports whether resending the same record may succeed
+// (a broker down, a leader moving, a timeout, sarama's circuit breaker).
+func IsRetriable(err error) bool {
+	for _, u := range undeliverable {
+		if errors.Is(err, u) {
+			return false
+		}
+	}
+	return true
+}
+
+// Advice names what an operator can do about an undeliverable error.
+func Advice(err error) string {
+	switch {
+	case errors.Is(err, sarama.ErrMessageSizeTooLarge), errors.Is(err, sarama.ErrMessageSetSizeTooLarge):
+		return "raise the topic's max.message.bytes and --kafka-max-message-bytes, or skip the event"
+	case errors.Is(err, sarama.ErrUnknownTopicOrPartition):
+		return "create the topic, or enable auto.create.topics.enable on the brokers"
+	case errors.Is(err, sarama.ErrInvalidTopic):
+		return "fix the --topic template or the row's routing column"
+	case errors.Is(err, sarama.ErrTopicAuthorizationFailed), errors.Is(err, sarama.ErrClusterAuthorizationFailed):
+		return "grant the relay's principal WRITE (and IDEMPOTENT_WRITE) on the topic"
+	default:
+		return "fix the cause, or skip the event"
+	}
+}

@@ -1,0 +1,39 @@
+package sink
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the sink's instruments. Create them once per process and share
+// them across reconnects.
+type Metrics struct {
+	produced *prometheus.CounterVec
+	acked    *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+	latency  prometheus.Histogram
+}
+
+// NewMetrics registers the sink's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		produced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbox_relay_sink_produced_total",
+			Help: "Events handed to the Kafka producer, by topic (resends included).",
+		}, []string{"topic"}),
+		acked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbox_relay_sink_acked_total",
+			Help: "Events acknowledged by Kafka (acks=all), by topic.",
+		}, []string{"topic"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbox_relay_sink_errors_total",
+			Help: "Events whose produce failed after retries, by kind (retriable, undeliverable).",
+		}, []string{"kind"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "outbox_relay_sink_commit_to_ack_seconds",
+			Help:    "Time from the Postgres commit of an event to its Kafka ack.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.produced, m.acked, m.errors, m.latency)
+	}
+	return m
+}
