@@ -24,6 +24,9 @@ var (
 var pg *pgtest.Server
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChild())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	srv, err := pgtest.Start(ctx, pgtest.Options{})
 	cancel()

@@ -27,6 +27,9 @@ type options struct {
 	metricsAddr string
 	logFormat   string
 	logLevel    string
+
+	output    string // table or json, for the operator commands
+	acceptGap bool
 }
 
 func newOptions() *options {
@@ -37,7 +40,19 @@ func newOptions() *options {
 		metricsAddr: "127.0.0.1:9187",
 		logFormat:   "json",
 		logLevel:    "info",
+		output:      "table",
 	}
+}
+
+// registerOutput adds --output to the operator commands.
+func (o *options) registerOutput(fs *flag.FlagSet) {
+	fs.StringVar(&o.output, "output", o.output, "table (readable) or json (for scripts)")
+}
+
+// registerGap adds the daemon's way past a reported gap.
+func (o *options) registerGap(fs *flag.FlagSet) {
+	fs.BoolVar(&o.acceptGap, "accept-gap", false, "start even though the slot skipped events behind the relay's back (see docs/operations.md, 'Gap report'); "+
+		"applies to one gap, pass it on the command line once rather than in the environment")
 }
 
 // registerPG adds the connection, table and routing flags every command shares.
@@ -86,6 +101,9 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.DurationVar(&o.relay.BackoffMin, "backoff-min", o.relay.BackoffMin, "first wait after a failed session")
 	fs.DurationVar(&o.relay.BackoffMax, "backoff-max", o.relay.BackoffMax, "longest wait between failed sessions")
 	fs.DurationVar(&o.relay.StandbyPoll, "standby-poll", o.relay.StandbyPoll, "how often a standby tries to take over a slot held by another relay")
+	fs.StringVar((*string)(&o.relay.OnUndeliverable), "on-undeliverable", string(o.relay.OnUndeliverable),
+		"an event that can never be delivered (unmappable row, record Kafka refuses for good): 'halt' stops at it, 'dead-letter' copies it to --dead-letter-topic and moves on")
+	fs.StringVar(&o.relay.DeadLetterTopic, "dead-letter-topic", o.relay.DeadLetterTopic, "topic for --on-undeliverable dead-letter; headers name the original topic, error, lsn and id")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for /metrics, /healthz and /readyz; '' disables")
 }
 

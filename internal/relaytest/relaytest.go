@@ -43,9 +43,12 @@ var dbSeq atomic.Int64
 
 // Env is one test's database and broker.
 type Env struct {
-	T     testing.TB
-	PG    *pgtest.Server
-	URL   string // the test database
+	T   testing.TB
+	PG  *pgtest.Server
+	URL string // the test database
+	// Slot is this env's slot name: slots are cluster-wide, so tests
+	// sharing a server must not share one.
+	Slot  string
 	Pool  *pgxpool.Pool
 	Kafka *kafkatest.Broker
 }
@@ -69,13 +72,24 @@ func NewEnv(t testing.TB, pg *pgtest.Server, kopts kafkatest.Options) *Env {
 		t.Fatalf("create outbox table: %v", err)
 	}
 	t.Cleanup(func() {
-		// Drop the slots so the shared server does not retain WAL for them.
+		// Drop the slots so the shared server does not retain WAL for them;
+		// a walsender may linger a moment after its relay stopped.
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, _ = pool.Exec(cctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-			WHERE database = current_database() AND NOT active`)
+		for cctx.Err() == nil {
+			var left int
+			_ = pool.QueryRow(cctx, `WITH t AS (SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+				WHERE database = current_database() AND active_pid IS NOT NULL),
+				d AS (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+				WHERE database = current_database() AND NOT active)
+				SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM d)`).Scan(&left)
+			if left == 0 {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	})
-	return &Env{T: t, PG: pg, URL: url, Pool: pool, Kafka: kafkatest.New(t, kopts)}
+	return &Env{T: t, PG: pg, URL: url, Slot: "slot_" + name, Pool: pool, Kafka: kafkatest.New(t, kopts)}
 }
 
 // Event is a row to insert. Seq is written into the payload so order can
@@ -94,7 +108,7 @@ type Inserted struct {
 }
 
 // Insert writes events in one transaction and returns them with their ids
-// and the LSN of the transaction's commit end (pg_current_wal_lsn after it).
+// and a position at or past its commit's end (CurrentLSN after it).
 func (e *Env) Insert(ctx context.Context, evs []Event) ([]Inserted, outboxrelay.LSN) {
 	e.T.Helper()
 	out := make([]Inserted, 0, len(evs))
@@ -122,12 +136,14 @@ func (e *Env) Insert(ctx context.Context, evs []Event) ([]Inserted, outboxrelay.
 	return out, e.CurrentLSN(ctx)
 }
 
-// CurrentLSN is pg_current_wal_lsn().
+// CurrentLSN is pg_current_wal_insert_lsn(): at or past the end of every
+// record already committed. (pg_current_wal_lsn, the write position, can
+// lag behind a commit under synchronous_commit=off, as pgtest runs.)
 func (e *Env) CurrentLSN(ctx context.Context) outboxrelay.LSN {
 	e.T.Helper()
 	var s string
-	if err := e.Pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
-		e.T.Fatalf("pg_current_wal_lsn: %v", err)
+	if err := e.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
+		e.T.Fatalf("pg_current_wal_insert_lsn: %v", err)
 	}
 	lsn, err := pglogrepl.ParseLSN(s)
 	if err != nil {
@@ -181,6 +197,7 @@ type Config struct {
 func (e *Env) Config() Config {
 	rc := replication.DefaultConfig()
 	rc.ConnString = e.URL
+	rc.Slot = e.Slot
 	rc.StatusInterval = 100 * time.Millisecond
 	sc := sink.DefaultConfig()
 	sc.Brokers = e.Kafka.Addrs()
@@ -200,7 +217,8 @@ type Running struct {
 	Relay    *relay.Relay
 	Registry *prometheus.Registry
 	cancel   context.CancelFunc
-	done     chan error
+	done     chan struct{}
+	err      error // Run's result, set before done closes
 }
 
 // Start runs a relay with cfg until Stop or the end of the test.
@@ -224,25 +242,30 @@ func Start(t testing.TB, cfg Config) *Running {
 		t.Fatalf("relay.New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	run := &Running{Relay: r, Registry: reg, cancel: cancel, done: make(chan error, 1)}
-	go func() { run.done <- r.Run(ctx) }()
+	run := &Running{Relay: r, Registry: reg, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		run.err = r.Run(ctx)
+		close(run.done)
+	}()
 	t.Cleanup(func() { _ = run.Stop() })
 	return run
 }
 
 // Stop cancels the relay (a graceful shutdown) and returns Run's error.
-// Calling it again returns nil.
 func (r *Running) Stop() error {
 	r.cancel()
-	err, ok := <-r.done
-	if ok {
-		close(r.done)
-	}
-	return err
+	<-r.done
+	return r.err
 }
 
-// Done delivers Run's result when the relay stops by itself.
-func (r *Running) Done() <-chan error { return r.done }
+// Done is closed when Run returns; Err then holds its result.
+func (r *Running) Done() <-chan struct{} { return r.done }
+
+// Err is Run's result once Done is closed.
+func (r *Running) Err() error {
+	<-r.done
+	return r.err
+}
 
 // Metric returns the sum of a metric's samples (all label values), or 0.
 func (r *Running) Metric(name string) float64 {
