@@ -21,8 +21,8 @@ vet:
 	$(GO) vet $(PKGS)
 
 ## demo: throwaway Postgres + local Kafka-protocol broker + the relay, end to end. Ctrl-C cleans up.
-demo:
-	$(GO) run ./cmd/outbox-relay-demo
+demo: build
+	$(GO) run ./cmd/outbox-relay-demo --relay $(BIN)
 
 ## bench: the benchmark suite (see docs/benchmarks.md).
 bench:

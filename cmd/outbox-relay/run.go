@@ -9,6 +9,8 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	gometrics "github.com/rcrowley/go-metrics"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 )
@@ -27,6 +30,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	o.registerPG(fs)
 	o.registerRun(fs)
+	o.registerGap(fs)
 	if err := parse(fs, o, args, getenv, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -43,6 +47,18 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	// sarama records go-metrics (rcrowley) per request and per broker that
+	// nothing here reads: the relay exports its own Prometheus metrics.
+	// Turning them off saved 1-2% of the relay's CPU in a backlog drain
+	// (docs/benchmarks.md).
+	gometrics.UseNilMetrics = true
+	if path := getenv(cpuProfileEnv); path != "" {
+		stopProfile, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -51,18 +67,27 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 
+	// Listen before starting anything, so a taken port fails cleanly.
+	var ln net.Listener
+	if o.metricsAddr != "" {
+		if ln, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			return fmt.Errorf("listen on --metrics-addr %s: %w (pick a free address, or '' to disable)", o.metricsAddr, err)
+		}
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	relayDone := make(chan struct{})
 	g.Go(func() error {
 		defer close(relayDone)
 		return r.Run(gctx)
 	})
+	// The slot's lag is polled beside the relay, so it keeps reporting while
+	// the relay is a standby, reconnecting or stuck. The relay returns only
+	// once ctx ends or with an error, either of which ends gctx.
+	monitor := replication.NewSlotMonitor(o.pg, max(o.pg.StatusInterval, time.Second), logger, reg)
+	g.Go(func() error { return monitor.Run(gctx) })
 	if o.metricsAddr != "" {
 		srv := &http.Server{Addr: o.metricsAddr, Handler: healthMux(r, reg), ReadHeaderTimeout: 5 * time.Second}
-		ln, err := net.Listen("tcp", o.metricsAddr)
-		if err != nil {
-			return fmt.Errorf("listen on --metrics-addr %s: %w", o.metricsAddr, err)
-		}
 		logger.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz")
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -98,13 +123,40 @@ func newRelay(o *options, logger zerolog.Logger, reg prometheus.Registerer) (*re
 	if _, err := sink.New(o.kafka, func(uint64, error) {}); err != nil {
 		return nil, err
 	}
+	// The checkpointer keeps the durable record the gap check at each
+	// session's start compares the slot with.
+	cp := replication.NewCheckpointer(o.pg, o.acceptGap, logger, reg)
 	newSource := func() (relay.Source, error) {
-		return replication.New(o.pg, replication.WithLogger(logger), replication.WithMetrics(repMetrics))
+		s, err := replication.New(o.pg, replication.WithLogger(logger), replication.WithMetrics(repMetrics))
+		if err != nil {
+			return nil, err
+		}
+		return cp.Wrap(s), nil
 	}
 	newSink := func(ack relay.AckFunc) (relay.Sink, error) {
 		return sink.New(o.kafka, ack, sink.WithLogger(logger), sink.WithMetrics(sinkMetrics))
 	}
 	return relay.New(o.relay, newSource, newSink, relay.WithLogger(logger), relay.WithMetrics(relay.NewMetrics(reg)))
+}
+
+// cpuProfileEnv names a file for a CPU profile of the whole run, written
+// when the relay stops. It is a debugging aid (the benchmark suite uses it),
+// so it is not a flag.
+const cpuProfileEnv = "OUTBOX_RELAY_CPUPROFILE"
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create %s file: %w", cpuProfileEnv, err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func newLogger(o *options, stderr io.Writer) (zerolog.Logger, error) {

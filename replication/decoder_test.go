@@ -1,0 +1,216 @@
+package replication
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+)
+
+func newTestDecoder(t *testing.T, mutate func(*Config)) (*Decoder, map[string]int) {
+	t.Helper()
+	cfg := DefaultConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	skipped := map[string]int{}
+	d, err := NewDecoder(cfg, func(kind string) { skipped[kind]++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, skipped
+}
+
+func decodeAll(t *testing.T, d *Decoder, msgs ...[]byte) []Message {
+	t.Helper()
+	var out []Message
+	for i, m := range msgs {
+		msg, ok, err := d.Decode(outboxrelay.LSN(0x100+i), m)
+		if err != nil {
+			t.Fatalf("message %d (%q): %v", i, m[0], err)
+		}
+		if ok {
+			out = append(out, msg)
+		}
+	}
+	return out
+}
+
+func header(ev outboxrelay.Event, key string) (string, bool) {
+	for _, h := range ev.Headers {
+		if h.Key == key {
+			return string(h.Value), true
+		}
+	}
+	return "", false
+}
+
+func TestDecodeOutboxTransaction(t *testing.T) {
+	d, _ := newTestDecoder(t, nil)
+	msgs := decodeAll(t, d,
+		relationMsg(1, "public", "outbox", outboxColumns),
+		beginMsg(0x5000),
+		insertMsg(1, outboxRow("e1", "order", []byte(`{"total": 10}`))),
+		commitMsg(0x5000, 0x5080),
+	)
+	if len(msgs) != 2 || msgs[0].Kind != KindEvent || msgs[1].Kind != KindCommit {
+		t.Fatalf("got %+v, want an event then a commit", msgs)
+	}
+	ev := msgs[0].Event
+	if msgs[0].Err != nil {
+		t.Fatal(msgs[0].Err)
+	}
+	if ev.ID != "e1" || string(ev.Key) != "e1" || ev.Topic != "outbox.event.order" || string(ev.Value) != `{"total": 10}` {
+		t.Fatalf("event %+v", ev)
+	}
+	if string(ev.PartitionKey) != "agg-1" {
+		t.Fatalf("partition key %q, want the aggregate id", ev.PartitionKey)
+	}
+	if ev.CommitLSN != 0x5000 || ev.CommitTime.Year() < 2024 {
+		t.Fatalf("commit LSN %s time %v", ev.CommitLSN, ev.CommitTime)
+	}
+	for key, want := range map[string]string{"id": "e1", "event_type": "Created", "aggregate_type": "order",
+		"aggregate_id": "agg-1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"} {
+		if got, ok := header(ev, key); !ok || got != want {
+			t.Errorf("header %s = %q, want %q", key, got, want)
+		}
+	}
+	if msgs[1].LSN != 0x5080 {
+		t.Fatalf("commit message carries %s, want the end LSN 0/5080 (the commit LSN would resend the transaction)", msgs[1].LSN)
+	}
+	if d.InTransaction() {
+		t.Fatal("still in a transaction after Commit")
+	}
+}
+
+func TestDecodeCopiesBytes(t *testing.T) {
+	// pgx reuses its receive buffer; an Event aliasing it would change
+	// under the relay's feet.
+	d, _ := newTestDecoder(t, nil)
+	decodeAll(t, d, relationMsg(1, "public", "outbox", outboxColumns), beginMsg(1))
+	frame := insertMsg(1, outboxRow("e1", "order", []byte(`{"a": 1}`)))
+	msg, _, err := d.Decode(2, frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range frame {
+		frame[i] = 'X'
+	}
+	if msg.Event.ID != "e1" || string(msg.Event.Value) != `{"a": 1}` || string(msg.Event.PartitionKey) != "agg-1" {
+		t.Fatalf("event changed with the receive buffer: %+v", msg.Event)
+	}
+	if v, _ := header(msg.Event, "event_type"); v != "Created" {
+		t.Fatalf("header changed with the receive buffer: %q", v)
+	}
+}
+
+func TestDecodeMapsColumnsByName(t *testing.T) {
+	d, _ := newTestDecoder(t, nil)
+	// A column added in front (by a table rewrite) and one at the end.
+	cols := append([]column{{"tenant", 25}}, outboxColumns...)
+	cols = append(cols, column{"extra", 25})
+	row := append([][]byte{[]byte("t1")}, outboxRow("e2", "payment", []byte(`{}`))...)
+	row = append(row, []byte("x"))
+	msgs := decodeAll(t, d, relationMsg(7, "public", "outbox", cols), beginMsg(1), insertMsg(7, row))
+	if ev := msgs[0].Event; ev.ID != "e2" || ev.Topic != "outbox.event.payment" {
+		t.Fatalf("columns mapped by position: %+v", ev)
+	}
+}
+
+func TestDecodeRenamedColumnsAndTemplate(t *testing.T) {
+	d, _ := newTestDecoder(t, func(c *Config) {
+		c.Columns = Columns{ID: "event_id", AggregateType: "aggregatetype", AggregateID: "aggregateid",
+			EventType: "type", Payload: "body"}
+		c.Routing = Routing{Topic: "{aggregatetype}.{type}", KeyColumn: "aggregate_id", PartitionBy: PartitionByKey}
+	})
+	cols := []column{{"event_id", 2950}, {"aggregatetype", 25}, {"aggregateid", 25}, {"type", 25}, {"body", 17}}
+	row := [][]byte{[]byte("e3"), []byte("Order"), []byte("42"), []byte("Paid"), []byte(`\x00ff10`)}
+	msgs := decodeAll(t, d, relationMsg(3, "public", "outbox", cols), beginMsg(1), insertMsg(3, row))
+	ev := msgs[0].Event
+	if msgs[0].Err != nil {
+		t.Fatal(msgs[0].Err)
+	}
+	if ev.Topic != "Order.Paid" || string(ev.Key) != "42" || string(ev.PartitionKey) != "42" {
+		t.Fatalf("routing: topic %q key %q partition key %q", ev.Topic, ev.Key, ev.PartitionKey)
+	}
+	if string(ev.Value) != "\x00\xff\x10" {
+		t.Fatalf("bytea payload %q, want the raw bytes", ev.Value)
+	}
+	if _, ok := header(ev, "traceparent"); ok {
+		t.Fatal("headers column disabled, yet a traceparent header appeared")
+	}
+}
+
+func TestDecodeUnmappableRows(t *testing.T) {
+	cases := []struct {
+		name string
+		row  [][]byte
+		want string
+	}{
+		{"null id", func() [][]byte { r := outboxRow("x", "order", []byte("{}")); r[0] = nil; return r }(), "NULL id"},
+		{"null payload", outboxRow("e4", "order", nil), "NULL payload"},
+		{"topic with a space", outboxRow("e5", "bad type", []byte("{}")), "Kafka allows only"},
+		{"null topic value", func() [][]byte { r := outboxRow("e6", "order", []byte("{}")); r[1] = nil; return r }(), "{aggregate_type} is NULL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newTestDecoder(t, nil)
+			msgs := decodeAll(t, d, relationMsg(1, "public", "outbox", outboxColumns), beginMsg(0x900), insertMsg(1, tc.row))
+			var ue *UnmappableError
+			if len(msgs) != 1 || !errors.As(msgs[0].Err, &ue) {
+				t.Fatalf("got %+v, want one event carrying an UnmappableError", msgs)
+			}
+			if !strings.Contains(ue.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", ue, tc.want)
+			}
+			if msgs[0].Event.LSN == 0 || msgs[0].Event.CommitLSN != 0x900 {
+				t.Fatalf("unmappable event lost its position: %+v", msgs[0].Event)
+			}
+		})
+	}
+}
+
+func TestDecodeSkipsWhatIsNotAnOutboxInsert(t *testing.T) {
+	d, skipped := newTestDecoder(t, nil)
+	update := append([]byte{'U'}, insertMsg(1, outboxRow("e", "order", []byte("{}")))[1:]...)
+	msgs := decodeAll(t, d,
+		relationMsg(1, "public", "outbox", outboxColumns),
+		relationMsg(2, "public", "orders", []column{{"id", 20}}),
+		beginMsg(1),
+		insertMsg(2, [][]byte{[]byte("1")}),
+		update,
+		[]byte{'D', 0, 0, 0, 1},
+		[]byte{'T', 0, 0, 0, 1},
+		commitMsg(1, 2),
+	)
+	if len(msgs) != 1 || msgs[0].Kind != KindCommit {
+		t.Fatalf("got %+v, want only the commit", msgs)
+	}
+	for _, kind := range []string{SkippedOtherTable, SkippedUpdate, SkippedDelete, SkippedTruncate} {
+		if skipped[kind] != 1 {
+			t.Errorf("skipped[%s] = %d, want 1", kind, skipped[kind])
+		}
+	}
+}
+
+func TestDecodeMissingColumnIsAConfigError(t *testing.T) {
+	d, _ := newTestDecoder(t, nil)
+	// A Relation without the payload column: someone dropped it mid-stream.
+	cols := []column{{"id", 2950}, {"aggregate_type", 25}, {"aggregate_id", 25}, {"event_type", 25}, {"headers", 3802}}
+	_, _, err := d.Decode(1, relationMsg(1, "public", "outbox", cols))
+	if !IsConfigError(err) || !strings.Contains(err.Error(), `"payload"`) {
+		t.Fatalf("got %v, want a ConfigError naming the payload column", err)
+	}
+}
+
+func TestDecodeRejectsMalformedInput(t *testing.T) {
+	d, _ := newTestDecoder(t, nil)
+	decodeAll(t, d, relationMsg(1, "public", "outbox", outboxColumns), beginMsg(1))
+	full := insertMsg(1, outboxRow("e1", "order", []byte(`{"a": 1}`)))
+	for _, in := range [][]byte{nil, {'Z'}, full[:len(full)-3], {'I', 0, 0, 0, 9, 'N', 0, 0}, {'C', 0, 1}} {
+		if _, _, err := d.Decode(1, in); err == nil {
+			t.Errorf("Decode(%q) succeeded, want an error", in)
+		}
+	}
+}
