@@ -65,6 +65,15 @@ func (in Inspection) Err() error {
 	return &ConfigError{Problem: strings.Join(problems, "; "), Fix: strings.Join(fixes, "; ")}
 }
 
+// verdict fills c.Detail with the sentence that matches its outcome.
+func verdict(c Check, pass, fail string) Check {
+	c.Detail = fail
+	if c.OK {
+		c.Detail = pass
+	}
+	return c
+}
+
 // Preflight inspects the server for cfg without changing anything. A missing
 // publication or slot fails its check only when cfg.Create is off: the
 // relay creates them itself otherwise.
@@ -87,6 +96,13 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (Inspection, err
 		Fix:    "use PostgreSQL 10 or later (14+ recommended)",
 	})
 
+	if err := checkRole(ctx, conn, add); err != nil {
+		return in, err
+	}
+	if err := checkWALSettings(ctx, conn, cfg, add); err != nil {
+		return in, err
+	}
+
 	schema, table := cfg.qualifiedTable()
 	if err := checkTable(ctx, conn, cfg, schema, table, add); err != nil {
 		return in, err
@@ -95,6 +111,9 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (Inspection, err
 		return in, err
 	}
 	if err := checkSlot(ctx, conn, cfg, &in, add); err != nil {
+		return in, err
+	}
+	if err := checkCapacity(ctx, conn, cfg, &in, add); err != nil {
 		return in, err
 	}
 	return in, nil
@@ -145,16 +164,18 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg Config, schema, table s
 			want = append(want, struct{ flag, col string }{"--topic", c})
 		}
 	}
+	checked := map[string]bool{}
 	for _, w := range want {
-		if w.col == "" {
+		if w.col == "" || checked[w.col] {
 			continue
 		}
+		checked[w.col] = true
 		typ, ok := colType[w.col]
-		add(Check{
+		add(verdict(Check{
 			Name: "column " + w.col, OK: ok,
-			Detail: fmt.Sprintf("table %s has no column %q (%s)", qualified, w.col, w.flag),
-			Fix:    fmt.Sprintf("add the column or set %s to an existing column", w.flag),
-		})
+			Fix: fmt.Sprintf("add the column or set %s to an existing column", w.flag),
+		}, fmt.Sprintf("column %q (%s) is %s", w.col, w.flag, typ),
+			fmt.Sprintf("table %s has no column %q (%s)", qualified, w.col, w.flag)))
 		if ok && w.col == cfg.Columns.Payload {
 			switch typ {
 			case "jsonb", "json", "text", "bytea", "character varying":
@@ -191,16 +212,16 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, cfg Config, schema, t
 	}
 	in.PublicationExists = true
 	qualified := pgx.Identifier{schema, table}.Sanitize()
-	add(Check{
+	add(verdict(Check{
 		Name: "publication table", OK: hasTable,
-		Detail: fmt.Sprintf("publication %q does not include %s", cfg.Publication, qualified),
-		Fix:    fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pgx.Identifier{cfg.Publication}.Sanitize(), qualified),
-	})
-	add(Check{
+		Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pgx.Identifier{cfg.Publication}.Sanitize(), qualified),
+	}, fmt.Sprintf("publication %q includes %s", cfg.Publication, qualified),
+		fmt.Sprintf("publication %q does not include %s", cfg.Publication, qualified)))
+	add(verdict(Check{
 		Name: "publication inserts", OK: pubInsert,
-		Detail: fmt.Sprintf("publication %q does not publish inserts", cfg.Publication),
-		Fix:    fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert');", pgx.Identifier{cfg.Publication}.Sanitize()),
-	})
+		Fix: fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert');", pgx.Identifier{cfg.Publication}.Sanitize()),
+	}, fmt.Sprintf("publication %q publishes inserts", cfg.Publication),
+		fmt.Sprintf("publication %q does not publish inserts", cfg.Publication)))
 	return nil
 }
 
@@ -222,21 +243,21 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, cfg Config, in *Inspection, 
 	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
 		return fmt.Errorf("read current database: %w", err)
 	}
-	add(Check{
+	add(verdict(Check{
 		Name: "slot plugin", OK: s.Plugin == "pgoutput",
-		Detail: fmt.Sprintf("replication slot %q uses plugin %q, not pgoutput", cfg.Slot, s.Plugin),
-		Fix:    fmt.Sprintf("use another --slot, or drop this one if nothing needs it: SELECT pg_drop_replication_slot('%s');", cfg.Slot),
-	})
-	add(Check{
+		Fix: fmt.Sprintf("use another --slot, or drop this one if nothing needs it: SELECT pg_drop_replication_slot('%s');", cfg.Slot),
+	}, fmt.Sprintf("replication slot %q uses pgoutput", cfg.Slot),
+		fmt.Sprintf("replication slot %q uses plugin %q, not pgoutput", cfg.Slot, s.Plugin)))
+	add(verdict(Check{
 		Name: "slot database", OK: s.Database == db,
-		Detail: fmt.Sprintf("replication slot %q belongs to database %q, not %q", cfg.Slot, s.Database, db),
-		Fix:    "use another --slot name for this database",
-	})
-	add(Check{
+		Fix: "use another --slot name for this database",
+	}, fmt.Sprintf("replication slot %q belongs to database %q", cfg.Slot, db),
+		fmt.Sprintf("replication slot %q belongs to database %q, not %q", cfg.Slot, s.Database, db)))
+	add(verdict(Check{
 		Name: "slot wal_status", OK: s.WALStatus != "lost",
-		Detail: fmt.Sprintf("replication slot %q has wal_status 'lost': the WAL it needed was removed and events are gone from it", cfg.Slot),
-		Fix:    "see docs/operations.md, 'Slot lost': recover the gap from the outbox table, then drop and recreate the slot",
-	})
+		Fix: "see docs/operations.md, 'Slot lost': recover the gap from the outbox table, then drop and recreate the slot",
+	}, fmt.Sprintf("replication slot %q has wal_status %q", cfg.Slot, s.WALStatus),
+		fmt.Sprintf("replication slot %q has wal_status 'lost': the WAL it needed was removed and events are gone from it", cfg.Slot)))
 	return nil
 }
 
