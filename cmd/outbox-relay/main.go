@@ -43,7 +43,14 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"run": {"stream the outbox to Kafka (the daemon)", runRelay},
+		"run":          {"stream the outbox to Kafka (the daemon)", runRelay},
+		"status":       {"the slot, its lag and WAL, the publication and the relay's checkpoint", runStatus},
+		"preflight":    {"check the server, role, table, publication and slot before attaching", runPreflight},
+		"setup":        {"create the publication, slot and checkpoint table (--print-sql for a DBA)", runSetup},
+		"slot peek":    {"list the pending events without consuming them", runSlotPeek},
+		"slot advance": {"move the slot forward to an LSN (--yes), skipping what lies before", runSlotAdvance},
+		"slot skip":    {"move the slot past one undeliverable event (--yes)", runSlotSkip},
+		"slot drop":    {"drop the slot and its checkpoint record (--yes)", runSlotDrop},
 	}
 }
 

@@ -1,0 +1,289 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+)
+
+// PendingEvent is an outbox row still in the slot: what the next session
+// would send.
+type PendingEvent struct {
+	ID  string
+	LSN outboxrelay.LSN
+	// CommitLSN is where its transaction's commit record starts, CommitEnd
+	// where it ends: advancing the slot to CommitEnd skips the transaction.
+	CommitLSN  outboxrelay.LSN
+	CommitEnd  outboxrelay.LSN
+	CommitTime time.Time
+	Topic      string
+	Key        string
+	// Error says why the row cannot become a record as configured (the
+	// relay halts at it); empty for a deliverable event.
+	Error string
+}
+
+// Peek decodes up to limit pending events (all when limit is 0) with
+// pg_logical_slot_peek_binary_changes and the relay's own decoder. It
+// consumes nothing: the slot stays where it was. The slot must not be
+// streaming (Postgres lets one process use a slot at a time).
+func Peek(ctx context.Context, conn *pgx.Conn, cfg Config, limit int) ([]PendingEvent, error) {
+	if limit <= 0 {
+		evs, _, err := peek(ctx, conn, cfg, nil, 0)
+		return evs, err
+	}
+	// Postgres counts output rows (begin, relation, insert, commit), not
+	// events, and stops only at transaction ends: ask for more until enough.
+	for n := 4*limit + 16; ; n *= 4 {
+		evs, rows, err := peek(ctx, conn, cfg, nil, n)
+		if err != nil || len(evs) >= limit || rows < n {
+			return evs[:min(limit, len(evs))], err
+		}
+	}
+}
+
+// FindPending peeks until the event with id and the rest of its transaction
+// are decoded; found is false when it is not pending.
+func FindPending(ctx context.Context, conn *pgx.Conn, cfg Config, id string) (evs []PendingEvent, found bool, err error) {
+	for n := 1024; ; n *= 8 {
+		evs, rows, err := peek(ctx, conn, cfg, nil, n)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, e := range evs {
+			if e.ID == id {
+				return evs, true, nil
+			}
+		}
+		if rows < n {
+			return evs, false, nil
+		}
+	}
+}
+
+// PeekUpTo returns the pending events whose transactions an advance to lsn
+// would skip (their commit record starts before lsn).
+func PeekUpTo(ctx context.Context, conn *pgx.Conn, cfg Config, lsn outboxrelay.LSN) ([]PendingEvent, error) {
+	evs, _, err := peek(ctx, conn, cfg, &lsn, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := evs[:0]
+	for _, e := range evs {
+		if e.CommitLSN < lsn {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// peek runs one pg_logical_slot_peek_binary_changes; rows counts the
+// output rows, to tell an exhausted slot from a cap reached.
+func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN, nchanges int) (evs []PendingEvent, rows int, err error) {
+	dec, err := NewDecoder(cfg, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	var uptoArg, nArg any
+	if upto != nil {
+		uptoArg = upto.String()
+	}
+	if nchanges > 0 {
+		nArg = nchanges
+	}
+	res, err := conn.Query(ctx, `
+		SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3::int,
+			'proto_version', '1', 'publication_names', $4)`, cfg.Slot, uptoArg, nArg, quoteIdentList(cfg.Publication))
+	if err != nil {
+		return nil, 0, slotOpError(cfg.Slot, "peek", err)
+	}
+	defer res.Close()
+	txnStart := 0
+	for res.Next() {
+		rows++
+		var lsnText string
+		var data []byte
+		if err := res.Scan(&lsnText, &data); err != nil {
+			return nil, 0, fmt.Errorf("read peeked change: %w", err)
+		}
+		lsn, err := parseLSN(lsnText)
+		if err != nil {
+			return nil, 0, err
+		}
+		m, ok, err := dec.Decode(lsn, data)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !ok {
+			continue
+		}
+		switch m.Kind {
+		case KindEvent:
+			e := PendingEvent{
+				ID: m.Event.ID, LSN: m.Event.LSN, CommitLSN: m.Event.CommitLSN,
+				CommitTime: m.Event.CommitTime, Topic: m.Event.Topic, Key: string(m.Event.Key),
+			}
+			if m.Err != nil {
+				e.Error = m.Err.Error()
+			}
+			evs = append(evs, e)
+		case KindCommit:
+			for i := txnStart; i < len(evs); i++ {
+				evs[i].CommitEnd = m.LSN
+			}
+			txnStart = len(evs)
+		}
+	}
+	if err := res.Err(); err != nil {
+		return nil, 0, slotOpError(cfg.Slot, "peek", err)
+	}
+	return evs, rows, nil
+}
+
+// quoteIdentList quotes a publication name the way pgoutput parses
+// publication_names (a comma-separated identifier list).
+func quoteIdentList(name string) string {
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+}
+
+// slotOpError names the fix for the usual refusals.
+func slotOpError(slot, op string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "55006": // object_in_use
+			return fmt.Errorf("%s slot %q: %s; stop the relay holding it first (status shows the PID): %w", op, slot, pgErr.Message, ErrSlotActive)
+		case "42704": // undefined_object
+			return &ConfigError{Problem: fmt.Sprintf("%s slot %q: %s", op, slot, pgErr.Message), Fix: "check --slot, or create it with: outbox-relay setup"}
+		case "42501": // insufficient_privilege
+			return &ConfigError{Problem: fmt.Sprintf("%s slot %q: %s", op, slot, pgErr.Message), Fix: "use a role with the REPLICATION attribute (or rds_replication)"}
+		}
+	}
+	return fmt.Errorf("%s slot %q: %w", op, slot, err)
+}
+
+func isUndefined(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42883")
+}
+
+// idleSlot reads slot and refuses a missing or active one.
+func idleSlot(ctx context.Context, conn *pgx.Conn, slot, op string) (SlotInfo, error) {
+	s, err := ReadSlot(ctx, conn, slot)
+	if err != nil {
+		return s, err
+	}
+	if !s.Exists {
+		return s, &ConfigError{Problem: fmt.Sprintf("%s: replication slot %q does not exist", op, slot), Fix: "check --slot (outbox-relay status lists it)"}
+	}
+	if s.ActivePID != 0 {
+		return s, fmt.Errorf("%s: replication slot %q is active for PID %d; stop the relay holding it first: %w", op, slot, s.ActivePID, ErrSlotActive)
+	}
+	return s, nil
+}
+
+// CheckAdvance refuses an advance of an active slot or to a position behind
+// its confirmed one, and returns the slot.
+func CheckAdvance(ctx context.Context, conn *pgx.Conn, slot string, to outboxrelay.LSN) (SlotInfo, error) {
+	s, err := idleSlot(ctx, conn, slot, "advance")
+	if err != nil {
+		return s, err
+	}
+	if to <= s.ConfirmedFlush {
+		return s, &ConfigError{
+			Problem: fmt.Sprintf("advance: %s is not past slot %q's confirmed position %s", to, slot, s.ConfirmedFlush),
+			Fix:     "a slot only moves forward; give a later --to (outbox-relay slot peek shows the pending LSNs)",
+		}
+	}
+	return s, nil
+}
+
+// AdvanceSlot moves an idle slot forward to `to` with
+// pg_replication_slot_advance, raising the relay's checkpoint record first
+// so the relay does not take the move for a gap. It returns where the slot
+// ended (Postgres stops at its flushed WAL).
+func AdvanceSlot(ctx context.Context, conn *pgx.Conn, slot string, to outboxrelay.LSN, movedBy string) (outboxrelay.LSN, error) {
+	if _, err := CheckAdvance(ctx, conn, slot, to); err != nil {
+		return 0, err
+	}
+	if err := EnsureCheckpointTable(ctx, conn); err != nil {
+		return 0, err
+	}
+	if err := RaiseCheckpoint(ctx, conn, slot, to, movedBy); err != nil {
+		return 0, err
+	}
+	var end string
+	if err := conn.QueryRow(ctx, "SELECT end_lsn::text FROM pg_replication_slot_advance($1, $2::text::pg_lsn)", slot, to.String()).Scan(&end); err != nil {
+		return 0, slotOpError(slot, "advance", err)
+	}
+	return parseLSN(end)
+}
+
+// PlanSkip decides what skipping event id means, given the pending events in
+// WAL order. Decoding never resumes inside a transaction, so the slot can
+// only move past whole transactions: the event's transaction siblings go
+// with it (allowed only with wholeTransaction) and any event committed before
+// it would go too (always refused: deliver those first). It returns the
+// events that would be skipped and the position to advance to.
+func PlanSkip(pending []PendingEvent, id string, wholeTransaction bool) ([]PendingEvent, outboxrelay.LSN, error) {
+	idx := -1
+	for i, e := range pending {
+		if e.ID == id {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		return nil, 0, &ConfigError{
+			Problem: fmt.Sprintf("event %s is not pending in the slot (already confirmed, not committed, or not a row of the outbox table)", id),
+			Fix:     "check the id with: outbox-relay slot peek",
+		}
+	}
+	target := pending[idx].CommitEnd
+	var before, siblings, skipped []PendingEvent
+	for _, e := range pending {
+		switch {
+		case e.CommitEnd == target:
+			skipped = append(skipped, e)
+			if e.ID != id {
+				siblings = append(siblings, e)
+			}
+		case e.CommitLSN < target:
+			before = append(before, e)
+		}
+	}
+	if len(before) > 0 {
+		return nil, 0, &ConfigError{
+			Problem: fmt.Sprintf("%d pending event(s) committed before %s (first: %s at %s) would be skipped with it", len(before), id, before[0].ID, before[0].LSN),
+			Fix:     "start the relay to deliver them (it stops again at an undeliverable event), then skip; or, to drop them too, use: outbox-relay slot advance --to " + target.String(),
+		}
+	}
+	if len(siblings) > 0 && !wholeTransaction {
+		ids := make([]string, len(siblings))
+		for i, s := range siblings {
+			ids[i] = s.ID
+		}
+		return nil, 0, &ConfigError{
+			Problem: fmt.Sprintf("event %s shares its transaction with %d other event(s) (%s); a slot cannot resume inside a transaction, so they would be skipped too", id, len(siblings), strings.Join(ids, ", ")),
+			Fix:     "add --whole-transaction to skip all of them",
+		}
+	}
+	return skipped, target, nil
+}
+
+// DropSlot drops an idle slot and forgets the relay's record of it.
+func DropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
+	if _, err := idleSlot(ctx, conn, slot, "drop"); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
+		return slotOpError(slot, "drop", err)
+	}
+	return DeleteCheckpoint(ctx, conn, slot)
+}
