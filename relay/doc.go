@@ -8,7 +8,10 @@
 // (a lost connection, a produce that exhausted its retries) ends the session
 // without confirming anything past the failure; the next session resends
 // from the slot. Errors that retrying cannot fix (configuration, an event
-// Kafka refuses for good) stop the relay with a message naming the fix.
+// Kafka refuses for good or the decoder cannot map) stop the relay with a
+// message naming the fix; with OnUndeliverable "dead-letter" such an event
+// is instead copied to the dead-letter topic, and counts as delivered only
+// once that copy is acked.
 // While another process holds the slot, the relay waits as a hot standby.
 //
 // Shutdown (ctx cancelled) stops reading, waits up to ShutdownTimeout for

@@ -13,8 +13,10 @@ type Metrics struct {
 	received   prometheus.Counter
 	acked      prometheus.Counter
 	reconnects prometheus.Counter
-	sessionEnd *prometheus.CounterVec
-	phase      *prometheus.GaugeVec
+	// deadLettered counts events whose dead-letter copy Kafka acked.
+	deadLettered *prometheus.CounterVec
+	sessionEnd   *prometheus.CounterVec
+	phase        *prometheus.GaugeVec
 }
 
 // NewMetrics registers the relay's metrics on reg.
@@ -33,6 +35,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "outbox_relay_reconnects_total",
 			Help: "Sessions ended by a retriable failure and restarted from the slot.",
 		}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbox_relay_events_dead_lettered_total",
+			Help: "Undeliverable events copied to the dead-letter topic (acked there), by cause (unmappable, refused).",
+		}, []string{"cause"}),
 		sessionEnd: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_relay_session_failures_total",
 			Help: "Sessions ended by a failure, by cause (postgres, kafka, slot_active, config, undeliverable).",
@@ -43,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"phase"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.acked, m.reconnects, m.sessionEnd, m.phase)
+		reg.MustRegister(m.received, m.acked, m.reconnects, m.deadLettered, m.sessionEnd, m.phase)
 	}
 	return m
 }

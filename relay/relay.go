@@ -44,6 +44,10 @@ type Config struct {
 	BackoffMin, BackoffMax time.Duration
 	// StandbyPoll is how often a standby tries to take the slot over.
 	StandbyPoll time.Duration
+	// OnUndeliverable is Halt (also when empty) or DeadLetter.
+	OnUndeliverable Undeliverable
+	// DeadLetterTopic receives the copies of undeliverable events.
+	DeadLetterTopic string
 }
 
 // DefaultConfig returns the defaults documented in outbox-relay run --help.
@@ -54,6 +58,8 @@ func DefaultConfig() Config {
 		BackoffMin:      500 * time.Millisecond,
 		BackoffMax:      30 * time.Second,
 		StandbyPoll:     2 * time.Second,
+		OnUndeliverable: Halt,
+		DeadLetterTopic: "outbox.dead-letter",
 	}
 }
 
@@ -89,6 +95,15 @@ func New(cfg Config, newSource func() (Source, error), newSink func(AckFunc) (Si
 	}
 	if cfg.BackoffMin <= 0 || cfg.BackoffMax < cfg.BackoffMin || cfg.StandbyPoll <= 0 || cfg.ShutdownTimeout <= 0 {
 		return nil, errors.New("relay: backoff, standby poll and shutdown timeout must be positive, with max >= min")
+	}
+	switch cfg.OnUndeliverable {
+	case "", Halt:
+	case DeadLetter:
+		if err := replication.ValidTopic(cfg.DeadLetterTopic); err != nil {
+			return nil, fmt.Errorf("relay: dead-letter topic: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("relay: on-undeliverable %q: use %q or %q", cfg.OnUndeliverable, Halt, DeadLetter)
 	}
 	r := &Relay{cfg: cfg, newSource: newSource, newSink: newSink, log: zerolog.Nop()}
 	for _, o := range opts {
@@ -204,7 +219,14 @@ func (r *Relay) session(ctx context.Context) error {
 	fail := func(err error) {
 		failOnce.Do(func() { failure = err; stopFeed() })
 	}
+	var dl *deadLetters
+	if r.cfg.OnUndeliverable == DeadLetter {
+		dl = newDeadLetters(r.cfg.DeadLetterTopic, r.cfg.MaxInFlight, r.metrics, fail)
+	}
 	ack := func(token uint64, err error) {
+		if dl != nil && dl.intercept(token, err) {
+			return
+		}
 		if err != nil {
 			fail(classifyDelivery(err))
 			return
@@ -247,6 +269,19 @@ func (r *Relay) session(ctx context.Context) error {
 		}
 		sinkDone <- err
 	}()
+	// Dead-letter copies of refusals are produced until in-flight acks are
+	// drained, since a refused event is done only once its copy is acked.
+	dlCtx, stopDL := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDL()
+	dlDone := make(chan struct{})
+	if dl != nil {
+		go func() {
+			defer close(dlDone)
+			dl.run(dlCtx, snk)
+		}()
+	} else {
+		close(dlDone)
+	}
 	go func() {
 		for _, c := range []<-chan struct{}{src.Streaming(), snk.Ready()} {
 			select {
@@ -258,13 +293,15 @@ func (r *Relay) session(ctx context.Context) error {
 		r.setState(PhaseStreaming, "")
 	}()
 
-	if err := r.feed(feedCtx, src, snk, tracker); err != nil {
+	if err := r.feed(feedCtx, src, snk, tracker, dl); err != nil {
 		fail(err)
 	}
 
 	if ctx.Err() != nil && failure == nil {
 		r.drain(tracker)
 	}
+	stopDL()
+	<-dlDone
 	src.Confirm(tracker.Safe())
 	stopSrc()
 	<-srcDone
@@ -278,7 +315,8 @@ func (r *Relay) session(ctx context.Context) error {
 }
 
 // feed moves messages from the source to the sink in WAL order.
-func (r *Relay) feed(ctx context.Context, src Source, snk Sink, tracker *checkpoint.Tracker) error {
+// Unmappable rows go to the dead-letter topic when dl is not nil.
+func (r *Relay) feed(ctx context.Context, src Source, snk Sink, tracker *checkpoint.Tracker, dl *deadLetters) error {
 	msgs := src.Messages()
 	for {
 		var m replication.Message
@@ -293,15 +331,22 @@ func (r *Relay) feed(ctx context.Context, src Source, snk Sink, tracker *checkpo
 		}
 		switch m.Kind {
 		case replication.KindEvent:
+			ev := &m.Event
 			if m.Err != nil {
-				return &UndeliverableError{EventID: m.Event.ID, LSN: m.Event.LSN, Err: m.Err}
+				if dl == nil {
+					return &UndeliverableError{EventID: m.Event.ID, LSN: m.Event.LSN, Err: m.Err}
+				}
+				ev = dl.unmappable(&m.Event, m.Err)
 			}
 			r.metrics.received.Inc()
 			tok, err := tracker.Track(ctx)
 			if err != nil {
 				return nil // ctx ended
 			}
-			if err := snk.Produce(ctx, &m.Event, uint64(tok)); err != nil {
+			if m.Err != nil {
+				dl.track(uint64(tok), causeUnmappable)
+			}
+			if err := snk.Produce(ctx, ev, uint64(tok)); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}

@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -85,7 +84,14 @@ type Decoder struct {
 	commitAt  time.Time
 	vals      []colValue
 	onSkip    func(kind string)
+	// topics holds the topics already built and validated, so a routed
+	// topic costs no allocation after its first event.
+	topics   map[string]string
+	topicBuf []byte
 }
+
+// maxCachedTopics bounds Decoder.topics; past it the cache starts over.
+const maxCachedTopics = 256
 
 // NewDecoder returns a Decoder for cfg's table and routing. onSkip, if not
 // nil, is told of every change it skips.
@@ -103,6 +109,7 @@ func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
 		cols: cfg.Columns, routing: cfg.Routing, template: tmpl,
 		relations: make(map[uint32]*relation),
 		onSkip:    onSkip,
+		topics:    make(map[string]string),
 	}, nil
 }
 
@@ -125,8 +132,8 @@ func (d *Decoder) Decode(walStart outboxrelay.LSN, data []byte) (msg Message, ok
 		r.u32() // xid
 		d.inTxn = true
 	case 'C':
-		r.u8()   // flags
-		r.lsn()  // commit LSN
+		r.u8()  // flags
+		r.lsn() // commit LSN
 		end := r.lsn()
 		r.time() // commit time, already known from Begin
 		if r.err == nil {
@@ -258,8 +265,21 @@ func (d *Decoder) insert(walStart outboxrelay.LSN, r *reader) (Message, bool, er
 	return Message{Kind: KindEvent, LSN: walStart, Event: ev, Err: err}, true, nil
 }
 
+// headerColumn is a column every record carries as a header.
+type headerColumn struct {
+	key string
+	col int
+}
+
+// headerColumns are the header columns besides the id.
+func headerColumns(rel *relation) [3]headerColumn {
+	return [3]headerColumn{{"event_type", rel.evType}, {"aggregate_type", rel.aggType}, {"aggregate_id", rel.aggID}}
+}
+
 // event builds the record. Every slice is copied: pgx reuses its receive
-// buffer for the next message.
+// buffer for the next message. The copies share one allocation sized up
+// front (the relay's per-event allocations are its main GC cost); each is
+// capped, so appending to one never writes into the next.
 func (d *Decoder) event(rel *relation, lsn outboxrelay.LSN) (outboxrelay.Event, error) {
 	ev := outboxrelay.Event{LSN: lsn, CommitLSN: d.commitLSN, CommitTime: d.commitAt}
 	idv := d.vals[rel.id]
@@ -269,17 +289,35 @@ func (d *Decoder) event(rel *relation, lsn outboxrelay.LSN) (outboxrelay.Event, 
 	ev.ID = string(idv.data)
 
 	pv := d.vals[rel.payload]
+	bytea := rel.columns[rel.payload].oid == oidBytea
+	hcols := headerColumns(rel)
+	size := len(idv.data)
+	if !bytea {
+		size += len(pv.data)
+	}
+	if rel.key != rel.id {
+		size += len(d.vals[rel.key].data)
+	}
+	if rel.partition != rel.key {
+		size += len(d.vals[rel.partition].data)
+	}
+	for _, h := range hcols {
+		size += len(d.vals[h.col].data)
+	}
+	a := arena(make([]byte, 0, size))
+	id := a.keep(idv.data)
+
 	switch {
 	case pv.kind != colText:
 		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s has a NULL payload (column %q)", ev.ID, d.cols.Payload)}
-	case rel.columns[rel.payload].oid == oidBytea:
+	case bytea:
 		v, err := decodeBytea(pv.data)
 		if err != nil {
 			return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s: payload: %v", ev.ID, err)}
 		}
 		ev.Value = v
 	default:
-		ev.Value = bytes.Clone(pv.data)
+		ev.Value = a.keep(pv.data)
 	}
 
 	topic, err := d.topic(rel)
@@ -289,25 +327,22 @@ func (d *Decoder) event(rel *relation, lsn outboxrelay.LSN) (outboxrelay.Event, 
 	ev.Topic = topic
 
 	if rel.key == rel.id {
-		ev.Key = []byte(ev.ID)
+		ev.Key = id
 	} else if kv := d.vals[rel.key]; kv.kind == colText {
-		ev.Key = bytes.Clone(kv.data)
+		ev.Key = a.keep(kv.data)
 	}
 	ev.PartitionKey = ev.Key
 	if rel.partition != rel.key {
 		if pv := d.vals[rel.partition]; pv.kind == colText {
-			ev.PartitionKey = bytes.Clone(pv.data)
+			ev.PartitionKey = a.keep(pv.data)
 		}
 	}
 
 	ev.Headers = make([]outboxrelay.Header, 0, 4)
-	ev.Headers = append(ev.Headers, outboxrelay.Header{Key: "id", Value: []byte(ev.ID)})
-	for _, h := range [...]struct {
-		key string
-		col int
-	}{{"event_type", rel.evType}, {"aggregate_type", rel.aggType}, {"aggregate_id", rel.aggID}} {
+	ev.Headers = append(ev.Headers, outboxrelay.Header{Key: "id", Value: id})
+	for _, h := range hcols {
 		if v := d.vals[h.col]; v.kind == colText {
-			ev.Headers = append(ev.Headers, outboxrelay.Header{Key: h.key, Value: bytes.Clone(v.data)})
+			ev.Headers = append(ev.Headers, outboxrelay.Header{Key: h.key, Value: a.keep(v.data)})
 		}
 	}
 	if rel.headers >= 0 {
@@ -318,11 +353,21 @@ func (d *Decoder) event(rel *relation, lsn outboxrelay.LSN) (outboxrelay.Event, 
 	return ev, nil
 }
 
+// arena hands out capped copies from one buffer allocated with enough
+// capacity for all of them.
+type arena []byte
+
+func (a *arena) keep(b []byte) []byte {
+	start := len(*a)
+	*a = append(*a, b...)
+	return (*a)[start:len(*a):len(*a)]
+}
+
 func (d *Decoder) topic(rel *relation) (string, error) {
 	if len(rel.topic) == 1 && rel.topic[0].col < 0 {
 		return rel.topic[0].literal, nil
 	}
-	var b []byte
+	b := d.topicBuf[:0]
 	for _, s := range rel.topic {
 		if s.col < 0 {
 			b = append(b, s.literal...)
@@ -334,10 +379,18 @@ func (d *Decoder) topic(rel *relation) (string, error) {
 		}
 		b = append(b, v.data...)
 	}
+	d.topicBuf = b
+	if topic, ok := d.topics[string(b)]; ok {
+		return topic, nil
+	}
 	topic := string(b)
 	if err := ValidTopic(topic); err != nil {
 		return "", err
 	}
+	if len(d.topics) >= maxCachedTopics {
+		clear(d.topics)
+	}
+	d.topics[topic] = topic
 	return topic, nil
 }
 

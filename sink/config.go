@@ -44,10 +44,19 @@ type Config struct {
 	// MaxMessageBytes is the largest record accepted; larger ones are
 	// undeliverable. Keep it at or under the topic's max.message.bytes.
 	MaxMessageBytes int
-	// RetryMax and RetryBackoff govern retries inside one session; after
-	// them the error reaches the relay, which reconnects and resends.
-	RetryMax     int
-	RetryBackoff time.Duration
+	// RetryMax bounds sarama's retries of a failing batch. While it
+	// retries, sarama holds the partition's later batches behind it, which
+	// keeps per-aggregate order; once it gives up it sends the later ones,
+	// the error reaches the relay, which reconnects and resends the failed
+	// event after them. The default, 1000 retries at up to RetryBackoffMax
+	// apart, rides out about 80 minutes of outage in order. (sarama keeps
+	// per-partition state for every retry level, so "forever" is not an
+	// option.)
+	RetryMax int
+	// RetryBackoff is the first wait between retries; it doubles per retry
+	// of a batch up to RetryBackoffMax.
+	RetryBackoff    time.Duration
+	RetryBackoffMax time.Duration
 	// Timeout bounds dialing, each request and the broker's wait for
 	// replicas.
 	Timeout time.Duration
@@ -62,8 +71,9 @@ func DefaultConfig() Config {
 		Compression:     "none",
 		BatchBytes:      1 << 20,
 		MaxMessageBytes: 1000000,
-		RetryMax:        10,
-		RetryBackoff:    250 * time.Millisecond,
+		RetryMax:        1000,
+		RetryBackoff:    100 * time.Millisecond,
+		RetryBackoffMax: 5 * time.Second,
 		Timeout:         10 * time.Second,
 	}
 }
@@ -89,7 +99,13 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	}
 	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
 	sc.Producer.Retry.Max = c.RetryMax
+	if c.RetryMax < 0 || c.RetryMax > 100000 {
+		errs = append(errs, fmt.Errorf("retry max %d: use 0 to 100000", c.RetryMax))
+	}
 	sc.Producer.Retry.Backoff = c.RetryBackoff
+	if c.RetryBackoff <= 0 || c.RetryBackoffMax < c.RetryBackoff {
+		errs = append(errs, fmt.Errorf("retry backoff %s..%s: both must be positive, max >= min", c.RetryBackoff, c.RetryBackoffMax))
+	}
 	sc.Producer.Timeout = c.Timeout
 	sc.Net.DialTimeout = c.Timeout
 	sc.Net.ReadTimeout = c.Timeout + 5*time.Second // outlast the broker's own wait

@@ -3,6 +3,7 @@ package sink
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/IBM/sarama"
 	outboxrelay "github.com/outbox-relay/outbox-relay"
@@ -14,6 +15,9 @@ type DeliveryError struct {
 	Topic   string
 	LSN     outboxrelay.LSN
 	Err     error
+	// Key and Value are the refused record's, so it can be copied to a
+	// dead-letter topic.
+	Key, Value []byte
 }
 
 func (e *DeliveryError) Error() string {
@@ -39,6 +43,13 @@ var undeliverable = []error{
 // IsRetriable reports whether resending the same record may succeed
 // (a broker down, a leader moving, a timeout, sarama's circuit breaker).
 func IsRetriable(err error) bool {
+	// sarama refuses a record larger than Producer.MaxMessageBytes (or with
+	// headers on a pre-0.11 protocol) before sending it, as a
+	// ConfigurationError: resending the same record fails the same way.
+	var ce sarama.ConfigurationError
+	if errors.As(err, &ce) {
+		return false
+	}
 	for _, u := range undeliverable {
 		if errors.Is(err, u) {
 			return false
@@ -50,7 +61,7 @@ func IsRetriable(err error) bool {
 // Advice names what an operator can do about an undeliverable error.
 func Advice(err error) string {
 	switch {
-	case errors.Is(err, sarama.ErrMessageSizeTooLarge), errors.Is(err, sarama.ErrMessageSetSizeTooLarge):
+	case IsTooLarge(err):
 		return "raise the topic's max.message.bytes and --kafka-max-message-bytes, or skip the event"
 	case errors.Is(err, sarama.ErrUnknownTopicOrPartition):
 		return "create the topic, or enable auto.create.topics.enable on the brokers"
@@ -61,4 +72,12 @@ func Advice(err error) string {
 	default:
 		return "fix the cause, or skip the event"
 	}
+}
+
+// IsTooLarge reports whether err refuses a record for its size, at the
+// broker or before sending it (--kafka-max-message-bytes).
+func IsTooLarge(err error) bool {
+	var ce sarama.ConfigurationError
+	return errors.Is(err, sarama.ErrMessageSizeTooLarge) || errors.Is(err, sarama.ErrMessageSetSizeTooLarge) ||
+		errors.As(err, &ce) && strings.Contains(string(ce), "MaxMessageBytes")
 }

@@ -8,6 +8,7 @@ type Metrics struct {
 	produced *prometheus.CounterVec
 	acked    *prometheus.CounterVec
 	errors   *prometheus.CounterVec
+	retries  prometheus.Counter
 	latency  prometheus.Histogram
 }
 
@@ -26,6 +27,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "outbox_relay_sink_errors_total",
 			Help: "Events whose produce failed after retries, by kind (retriable, undeliverable).",
 		}, []string{"kind"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_sink_retries_total",
+			Help: "Batch retries inside the producer; growing means Kafka is refusing or unreachable.",
+		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "outbox_relay_sink_commit_to_ack_seconds",
 			Help:    "Time from the Postgres commit of an event to its Kafka ack.",
@@ -33,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.produced, m.acked, m.errors, m.latency)
+		reg.MustRegister(m.produced, m.acked, m.errors, m.retries, m.latency)
 	}
 	return m
 }

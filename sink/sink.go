@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -43,6 +44,8 @@ type Sink struct {
 	mu       sync.RWMutex  // Produce holds R while sending; shutdown takes W
 	producer sarama.AsyncProducer
 	closed   bool
+
+	lastRetryLog atomic.Int64 // unix nanos; retries are logged once per 10 s
 }
 
 // New validates cfg and returns a Sink; it connects to nothing.
@@ -63,6 +66,17 @@ func New(cfg Config, onAck AckFunc, opts ...Option) (*Sink, error) {
 	}
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
+	}
+	base, ceiling := cfg.RetryBackoff, cfg.RetryBackoffMax
+	sc.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
+		// Runs on sarama's goroutines for each retry of a batch: the only
+		// sign of a Kafka outage while retries hold the partition in order.
+		s.metrics.retries.Inc()
+		now := time.Now().UnixNano()
+		if last := s.lastRetryLog.Load(); now-last > int64(10*time.Second) && s.lastRetryLog.CompareAndSwap(last, now) {
+			s.log.Warn().Int("retries", retries).Msg("kafka produce failing; retrying in order, the slot is not confirmed past it")
+		}
+		return min(base<<min(retries-1, 16), ceiling)
 	}
 	return s, nil
 }
@@ -107,7 +121,8 @@ func (s *Sink) Run(ctx context.Context) error {
 				kind = "undeliverable"
 			}
 			s.metrics.errors.WithLabelValues(kind).Inc()
-			s.onAck(d.token, &DeliveryError{EventID: d.id, Topic: pe.Msg.Topic, LSN: d.lsn, Err: pe.Err})
+			s.onAck(d.token, &DeliveryError{EventID: d.id, Topic: pe.Msg.Topic, LSN: d.lsn, Err: pe.Err,
+				Key: encoded(pe.Msg.Key), Value: encoded(pe.Msg.Value)})
 		case <-closing:
 			closing = nil
 			close(s.closing)
@@ -126,7 +141,9 @@ func (s *Sink) Run(ctx context.Context) error {
 
 // Produce hands ev to the producer. It blocks while the producer's buffer is
 // full, until ctx ends, or until Run stops. The token comes back through
-// the AckFunc. Call it from one goroutine, in WAL order.
+// the AckFunc. Call it from one goroutine, in WAL order: records keep their
+// order only among one goroutine's calls. A second goroutine may produce to
+// other topics concurrently (the relay's dead-letter copies do).
 func (s *Sink) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) error {
 	select {
 	case <-s.ready:
@@ -135,25 +152,7 @@ func (s *Sink) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	msg := &sarama.ProducerMessage{
-		Topic:     ev.Topic,
-		Key:       sarama.ByteEncoder(ev.Key),
-		Value:     sarama.ByteEncoder(ev.Value),
-		Timestamp: ev.CommitTime,
-		Metadata: &delivery{
-			token: token, id: ev.ID, lsn: ev.LSN,
-			partitionKey: ev.PartitionKey, commitTime: ev.CommitTime,
-		},
-	}
-	if ev.Key == nil {
-		msg.Key = nil
-	}
-	if len(ev.Headers) > 0 {
-		msg.Headers = make([]sarama.RecordHeader, len(ev.Headers))
-		for i, h := range ev.Headers {
-			msg.Headers[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
-		}
-	}
+	msg := NewRecord(ev, token)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -168,4 +167,61 @@ func (s *Sink) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64)
 	case <-s.closing:
 		return ErrClosed
 	}
+}
+
+// NewRecord builds the record Produce hands to sarama; token comes back
+// through the AckFunc. It is exported for the per-event benchmark
+// (relay/bench_test.go). The record shares ev's byte slices.
+func NewRecord(ev *outboxrelay.Event, token uint64) *sarama.ProducerMessage {
+	// One allocation for the message, its metadata, key and value encoders
+	// and the headers the decoder always sets; one more for the header
+	// keys. Per-event allocations are most of the relay's GC work.
+	r := &record{
+		key: sarama.ByteEncoder(ev.Key), value: sarama.ByteEncoder(ev.Value),
+		delivery: delivery{
+			token: token, id: ev.ID, lsn: ev.LSN,
+			partitionKey: ev.PartitionKey, commitTime: ev.CommitTime,
+		},
+	}
+	r.msg = sarama.ProducerMessage{
+		Topic:     ev.Topic,
+		Key:       &r.key,
+		Value:     &r.value,
+		Timestamp: ev.CommitTime,
+		Metadata:  &r.delivery,
+	}
+	if ev.Key == nil {
+		r.msg.Key = nil
+	}
+	if len(ev.Headers) > 0 {
+		hs := r.headers[:0]
+		size := 0
+		for _, h := range ev.Headers {
+			size += len(h.Key)
+		}
+		keys := make([]byte, 0, size)
+		for _, h := range ev.Headers {
+			keys = append(keys, h.Key...)
+			hs = append(hs, sarama.RecordHeader{Key: keys[len(keys)-len(h.Key) : len(keys) : len(keys)], Value: h.Value})
+		}
+		r.msg.Headers = hs
+	}
+	return &r.msg
+}
+
+// record is what NewRecord allocates for one event.
+type record struct {
+	msg        sarama.ProducerMessage
+	delivery   delivery
+	key, value sarama.ByteEncoder
+	headers    [4]sarama.RecordHeader
+}
+
+// encoded returns the bytes Produce put in a record field.
+func encoded(e sarama.Encoder) []byte {
+	if e == nil {
+		return nil
+	}
+	b, _ := e.Encode() // ByteEncoder never fails
+	return b
 }

@@ -201,8 +201,8 @@ func (e *Env) Config() Config {
 	rc.StatusInterval = 100 * time.Millisecond
 	sc := sink.DefaultConfig()
 	sc.Brokers = e.Kafka.Addrs()
-	sc.RetryMax = 2
-	sc.RetryBackoff = 50 * time.Millisecond
+	sc.RetryBackoff = 20 * time.Millisecond
+	sc.RetryBackoffMax = 200 * time.Millisecond
 	sc.Timeout = 5 * time.Second
 	lc := relay.DefaultConfig()
 	lc.BackoffMin = 50 * time.Millisecond
