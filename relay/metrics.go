@@ -45,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"cause"}),
 		phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "outbox_relay_phase",
-			Help: "1 for the relay's current phase (starting, streaming, standby, reconnecting, stopped), 0 for the others.",
+			Help: "1 for the relay's current phase (starting, streaming, stalled, standby, reconnecting, stopped), 0 for the others.",
 		}, []string{"phase"}),
 	}
 	if reg != nil {
@@ -87,7 +87,7 @@ func (m *Metrics) observe(r *Relay) {
 }
 
 func (m *Metrics) setPhase(p Phase) {
-	for _, q := range []Phase{PhaseStarting, PhaseStreaming, PhaseStandby, PhaseReconnecting, PhaseStopped} {
+	for _, q := range []Phase{PhaseStarting, PhaseStreaming, PhaseStalled, PhaseStandby, PhaseReconnecting, PhaseStopped} {
 		v := 0.0
 		if q == p {
 			v = 1

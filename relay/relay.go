@@ -44,6 +44,9 @@ type Config struct {
 	BackoffMin, BackoffMax time.Duration
 	// StandbyPoll is how often a standby tries to take the slot over.
 	StandbyPoll time.Duration
+	// StallTimeout marks the relay stalled (not ready) when events are in
+	// flight and Kafka has acked none of them for this long.
+	StallTimeout time.Duration
 	// OnUndeliverable is Halt (also when empty) or DeadLetter.
 	OnUndeliverable Undeliverable
 	// DeadLetterTopic receives the copies of undeliverable events.
@@ -58,6 +61,7 @@ func DefaultConfig() Config {
 		BackoffMin:      500 * time.Millisecond,
 		BackoffMax:      30 * time.Second,
 		StandbyPoll:     2 * time.Second,
+		StallTimeout:    30 * time.Second,
 		OnUndeliverable: Halt,
 		DeadLetterTopic: "outbox.dead-letter",
 	}
@@ -86,6 +90,7 @@ type Relay struct {
 
 	state   atomic.Pointer[State]
 	tracker atomic.Pointer[checkpoint.Tracker]
+	acks    atomic.Uint64 // acks seen, for the stall watch
 }
 
 // New validates cfg; newSource and newSink make one session's parts.
@@ -93,7 +98,7 @@ func New(cfg Config, newSource func() (Source, error), newSink func(AckFunc) (Si
 	if cfg.MaxInFlight < 1 {
 		return nil, errors.New("relay: max in-flight must be at least 1")
 	}
-	if cfg.BackoffMin <= 0 || cfg.BackoffMax < cfg.BackoffMin || cfg.StandbyPoll <= 0 || cfg.ShutdownTimeout <= 0 {
+	if cfg.BackoffMin <= 0 || cfg.BackoffMax < cfg.BackoffMin || cfg.StandbyPoll <= 0 || cfg.ShutdownTimeout <= 0 || cfg.StallTimeout <= 0 {
 		return nil, errors.New("relay: backoff, standby poll and shutdown timeout must be positive, with max >= min")
 	}
 	switch cfg.OnUndeliverable {
@@ -234,6 +239,7 @@ func (r *Relay) session(ctx context.Context) error {
 		if safe, moved := tracker.Done(checkpoint.Token(token)); moved {
 			src.Confirm(safe)
 		}
+		r.acks.Add(1)
 		r.metrics.acked.Inc()
 	}
 	snk, err := r.newSink(ack)
@@ -282,20 +288,17 @@ func (r *Relay) session(ctx context.Context) error {
 	} else {
 		close(dlDone)
 	}
+	watchDone := make(chan struct{})
 	go func() {
-		for _, c := range []<-chan struct{}{src.Streaming(), snk.Ready()} {
-			select {
-			case <-c:
-			case <-feedCtx.Done():
-				return
-			}
-		}
-		r.setState(PhaseStreaming, "")
+		defer close(watchDone)
+		r.watch(feedCtx, src, snk, tracker)
 	}()
 
 	if err := r.feed(feedCtx, src, snk, tracker, dl); err != nil {
 		fail(err)
 	}
+	stopFeed()
+	<-watchDone
 
 	if ctx.Err() != nil && failure == nil {
 		r.drain(tracker)
@@ -312,6 +315,37 @@ func (r *Relay) session(ctx context.Context) error {
 		r.metrics.failures(failure)
 	}
 	return failure
+}
+
+// watch reports the session's phase: streaming once both sides are up, and
+// stalled while events wait with no ack for StallTimeout (Kafka down: the
+// producer retries in place, so nothing else would show it).
+func (r *Relay) watch(ctx context.Context, src Source, snk Sink, tracker *checkpoint.Tracker) {
+	for _, c := range []<-chan struct{}{src.Streaming(), snk.Ready()} {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return
+		}
+	}
+	r.setState(PhaseStreaming, "")
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastAcks, since := r.acks.Load(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if acks := r.acks.Load(); acks != lastAcks || tracker.InFlight() == 0 {
+				lastAcks, since = acks, now
+				r.setState(PhaseStreaming, "")
+			} else if now.Sub(since) >= r.cfg.StallTimeout {
+				r.setState(PhaseStalled, fmt.Sprintf("no Kafka ack for over %s with events in flight; "+
+					"the producer is retrying (outbox_relay_sink_retries_total)", r.cfg.StallTimeout))
+			}
+		}
+	}
 }
 
 // feed moves messages from the source to the sink in WAL order.

@@ -8,6 +8,7 @@ type Phase string
 const (
 	PhaseStarting     Phase = "starting"
 	PhaseStreaming    Phase = "streaming"
+	PhaseStalled      Phase = "stalled"
 	PhaseStandby      Phase = "standby"
 	PhaseReconnecting Phase = "reconnecting"
 	PhaseStopped      Phase = "stopped"
@@ -16,7 +17,7 @@ const (
 // State is a snapshot for health endpoints.
 type State struct {
 	Phase  Phase
-	Detail string // why, for standby, reconnecting and stopped
+	Detail string // why, for stalled, standby, reconnecting and stopped
 	Since  time.Time
 }
 

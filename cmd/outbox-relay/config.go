@@ -102,6 +102,7 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.DurationVar(&o.relay.BackoffMin, "backoff-min", o.relay.BackoffMin, "first wait after a failed session")
 	fs.DurationVar(&o.relay.BackoffMax, "backoff-max", o.relay.BackoffMax, "longest wait between failed sessions")
 	fs.DurationVar(&o.relay.StandbyPoll, "standby-poll", o.relay.StandbyPoll, "how often a standby tries to take over a slot held by another relay")
+	fs.DurationVar(&o.relay.StallTimeout, "stall-timeout", o.relay.StallTimeout, "report stalled (/readyz 503) when events wait this long with no Kafka ack")
 	fs.StringVar((*string)(&o.relay.OnUndeliverable), "on-undeliverable", string(o.relay.OnUndeliverable),
 		"an event that can never be delivered (unmappable row, record Kafka refuses for good): 'halt' stops at it, 'dead-letter' copies it to --dead-letter-topic and moves on")
 	fs.StringVar(&o.relay.DeadLetterTopic, "dead-letter-topic", o.relay.DeadLetterTopic, "topic for --on-undeliverable dead-letter; headers name the original topic, error, lsn and id")

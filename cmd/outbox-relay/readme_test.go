@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -31,5 +33,38 @@ func TestReadmeListsEveryRunFlag(t *testing.T) {
 		if !strings.Contains(string(readme), row) {
 			t.Errorf("README.md has no option row starting %q", row)
 		}
+	}
+}
+
+// TestMetricsDocumented keeps docs/metrics.md true: every metric name the
+// code registers must be described there.
+func TestMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := regexp.MustCompile(`Name:\s+"(outbox_relay_[a-z0-9_]+)"`)
+	found := 0
+	err = filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range name.FindAllStringSubmatch(string(src), -1) {
+			found++
+			if !strings.Contains(string(doc), m[1]) {
+				t.Errorf("%s registers %s, which docs/metrics.md does not describe", path, m[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found < 15 {
+		t.Fatalf("found only %d metric names in the source; the pattern is stale", found)
 	}
 }

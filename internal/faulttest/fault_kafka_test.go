@@ -3,6 +3,7 @@ package faulttest_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/outbox-relay/outbox-relay/internal/faulttest"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
+	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -47,6 +49,7 @@ func TestKafkaOutage(t *testing.T) {
 			env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 2})
 			cfg := env.Config()
 			cfg.Relay.MaxInFlight = 100
+			cfg.Relay.StallTimeout = time.Second
 			run := relaytest.Start(t, cfg)
 			run.WaitReady(ctx, t)
 			load := faulttest.StartLoad(env, 2*time.Millisecond)
@@ -60,6 +63,7 @@ func TestKafkaOutage(t *testing.T) {
 			firstUnacked := load.Written()[faultAt].After
 			peak := 0.0
 			var confirmed outboxrelay.LSN
+			var stalled relay.State
 			deadline := time.Now().Add(outage)
 			for time.Now().Before(deadline) {
 				confirmed = max(confirmed, env.Confirmed(ctx, cfg.Replication.Slot))
@@ -67,6 +71,9 @@ func TestKafkaOutage(t *testing.T) {
 					t.Fatalf("slot confirmed %s during the outage, past the unacked event ending at %s", confirmed, firstUnacked)
 				}
 				peak = max(peak, run.Metric("outbox_relay_inflight_peak_events"))
+				if st := run.Relay.State(); st.Phase == relay.PhaseStalled {
+					stalled = st
+				}
 				time.Sleep(20 * time.Millisecond) // sampling the slot and the gauge, not waiting for a result
 			}
 			during := len(load.Written()) - faultAt
@@ -93,7 +100,11 @@ func TestKafkaOutage(t *testing.T) {
 			if reconnects != 0 {
 				t.Errorf("%v reconnects during a retriable outage: the session was torn down and its in-flight events resent", reconnects)
 			}
+			if stalled.Ready() || !strings.Contains(stalled.Detail, "no Kafka ack") {
+				t.Errorf("during the outage the relay never reported stalled (last seen %+v): /readyz would have stayed 200", stalled)
+			}
 			recovery := faulttest.CatchUp(ctx, t, env, cfg.Replication.Slot, healed)
+			run.WaitReady(ctx, t)                            // stalled clears once acks flow again
 			load.WaitWritten(ctx, t, len(load.Written())+50) // writes go on after the outage too
 			load.Stop()
 			// Regression: with a bounded retry count sarama gave up on a
