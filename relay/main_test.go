@@ -1,11 +1,8 @@
 package relay_test
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/relay"
@@ -27,15 +24,5 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(runChild())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	srv, err := pgtest.Start(ctx, pgtest.Options{})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start postgres:", err)
-		os.Exit(1)
-	}
-	pg = srv
-	code := m.Run()
-	srv.Close()
-	os.Exit(code)
+	os.Exit(pgtest.Main(m, &pg))
 }

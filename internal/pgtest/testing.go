@@ -1,6 +1,12 @@
 package pgtest
 
-import "testing"
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+)
 
 // New starts a server for a test or benchmark and registers Close with
 // t.Cleanup. It fails the test immediately when the server cannot start.
@@ -22,4 +28,22 @@ func New(t testing.TB, opts Options) *Server {
 		s.Close()
 	})
 	return s
+}
+
+// Main runs a test package against one shared server, for TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }
+//
+// It sets *srv before the tests run and removes the server after them.
+func Main(m *testing.M, srv **Server) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	s, err := Start(ctx, Options{})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest: start postgres:", err)
+		return 1
+	}
+	defer s.Close()
+	*srv = s
+	return m.Run()
 }
