@@ -99,7 +99,7 @@ func New(cfg Config, newSource func() (Source, error), newSink func(AckFunc) (Si
 		return nil, errors.New("relay: max in-flight must be at least 1")
 	}
 	if cfg.BackoffMin <= 0 || cfg.BackoffMax < cfg.BackoffMin || cfg.StandbyPoll <= 0 || cfg.ShutdownTimeout <= 0 || cfg.StallTimeout <= 0 {
-		return nil, errors.New("relay: backoff, standby poll and shutdown timeout must be positive, with max >= min")
+		return nil, errors.New("relay: backoff, standby poll, shutdown and stall timeouts must be positive, with backoff max >= min")
 	}
 	switch cfg.OnUndeliverable {
 	case "", Halt:
