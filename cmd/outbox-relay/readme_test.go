@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 // TestReadmeListsEveryRunFlag keeps the README's option table true: every
@@ -66,5 +69,39 @@ func TestMetricsDocumented(t *testing.T) {
 	}
 	if found < 15 {
 		t.Fatalf("found only %d metric names in the source; the pattern is stale", found)
+	}
+}
+
+// TestComposeUsesRealFlags: docker-compose.yml cannot run here (no Docker),
+// so at least every OUTBOX_RELAY_ variable it sets must be a flag of run.
+func TestComposeUsesRealFlags(t *testing.T) {
+	b, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &compose); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	_, fs := runFlags()
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[envName(f.Name)] = true })
+	seen := 0
+	for name, svc := range compose.Services {
+		for k := range svc.Environment {
+			if strings.HasPrefix(k, "OUTBOX_RELAY_") {
+				seen++
+				if !known[k] {
+					t.Errorf("service %s sets %s, which no run flag reads", name, k)
+				}
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("docker-compose.yml configures no relay through OUTBOX_RELAY_ variables")
 	}
 }

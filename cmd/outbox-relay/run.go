@@ -25,12 +25,18 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-func runRelay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// runFlags is the daemon's flag set, bound to a fresh options.
+func runFlags() (*options, *flag.FlagSet) {
 	o := newOptions()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	o.registerPG(fs)
 	o.registerRun(fs)
 	o.registerGap(fs)
+	return o, fs
+}
+
+func runRelay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, fs := runFlags()
 	if err := parse(fs, o, args, getenv, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
