@@ -10,7 +10,7 @@ import (
 // Metrics are the relay's instruments, registered once per process.
 type Metrics struct {
 	reg        prometheus.Registerer
-	received   prometheus.Counter
+	received   *prometheus.CounterVec
 	acked      prometheus.Counter
 	reconnects prometheus.Counter
 	// deadLettered counts events whose dead-letter copy Kafka acked.
@@ -23,10 +23,10 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		reg: reg,
-		received: prometheus.NewCounter(prometheus.CounterOpts{
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_relay_events_received_total",
-			Help: "Outbox events received from the replication stream (resends included).",
-		}),
+			Help: "Outbox events received from the replication stream (resends included), by routed topic; \"\" for rows that could not be routed.",
+		}, []string{"topic"}),
 		acked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_relay_events_acked_total",
 			Help: "Events acknowledged by Kafka.",

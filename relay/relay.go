@@ -372,7 +372,7 @@ func (r *Relay) feed(ctx context.Context, src Source, snk Sink, tracker *checkpo
 				}
 				ev = dl.unmappable(&m.Event, m.Err)
 			}
-			r.metrics.received.Inc()
+			r.metrics.received.WithLabelValues(m.Event.Topic).Inc()
 			tok, err := tracker.Track(ctx)
 			if err != nil {
 				return nil // ctx ended
