@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// warmup is left out of the latency figures: the first records pay for
+// the producer's first metadata request and the consumer's first fetch.
+const warmup = time.Second
+
+type latencyResult struct {
+	rate, rows      int
+	duration        time.Duration
+	written, seen   int
+	p50, p95, p99   time.Duration
+	maxLat          time.Duration
+	relayCPU        time.Duration
+	relayRSS        int64
+	benchCPU        time.Duration
+	writeLagAtClose time.Duration
+	load            string
+	// relayP50/relayP99 bound the relay's commit-to-ack time (histogram
+	// bucket bounds, seconds).
+	relayP50, relayP99 float64
+}
+
+// latencyScenario writes at a fixed rate while the relay runs, each row's
+// payload carrying its insert time, and a consumer measures how long after
+// the insert each record became readable.
+func (s *suite) latencyScenario(ctx context.Context) (latencyResult, error) {
+	res := latencyResult{rate: s.o.rate, rows: s.o.latencyRows, duration: s.o.duration}
+	broker, err := kafkatest.Start(kafkatest.Options{Partitions: partitions, Topics: []string{topic}})
+	if err != nil {
+		return res, err
+	}
+	defer broker.Close()
+	db, err := s.newDatabase(ctx, "latency", 1)
+	if err != nil {
+		return res, err
+	}
+	defer db.Close(s)
+
+	profile := ""
+	if s.o.profileDir != "" {
+		if err := os.MkdirAll(s.o.profileDir, 0o755); err != nil {
+			return res, err
+		}
+		if profile, err = filepath.Abs(filepath.Join(s.o.profileDir, "relay-latency.pprof")); err != nil {
+			return res, err
+		}
+	}
+	p, err := s.startRelay(ctx, db, db.relaySlot(0), broker.Addrs(), profile)
+	if err != nil {
+		return res, err
+	}
+	defer p.stop()
+	if err := waitReady(ctx, p); err != nil {
+		return res, err
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Addrs()...), kgo.ClientID("bench-latency"),
+		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(time.Second))
+	if err != nil {
+		return res, err
+	}
+	defer cl.Close()
+
+	var mu sync.Mutex
+	var lats []time.Duration
+	seen := 0
+	cctx, stopConsumer := context.WithCancel(ctx)
+	defer stopConsumer()
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		for cctx.Err() == nil {
+			fs := cl.PollFetches(cctx)
+			now := time.Now()
+			mu.Lock()
+			fs.EachRecord(func(r *kgo.Record) {
+				seen++
+				if ts, ok := insertTime(r.Value); ok {
+					lats = append(lats, now.Sub(ts))
+				}
+			})
+			mu.Unlock()
+		}
+	}()
+
+	// The writer commits synchronously, as an application would: with
+	// pgtest's synchronous_commit=off a commit could wait up to
+	// wal_writer_delay before walsenders see it.
+	cfg, err := pgx.ParseConfig(db.url)
+	if err != nil {
+		return res, err
+	}
+	cfg.RuntimeParams["synchronous_commit"] = "on"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	padding := pad(s.o.payload - len(`"ts": 1700000000000000000, `))
+	interval := time.Duration(float64(time.Second) * float64(res.rows) / float64(res.rate))
+	s.logf("latency: writing %d events/s in %d-row transactions for %s", res.rate, res.rows, res.duration)
+	bench0 := selfCPU()
+	start := time.Now()
+	next := start
+	for time.Since(start) < res.duration {
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+		ts := time.Now()
+		measured := ts.Sub(start) >= warmup
+		_, err := conn.Exec(ctx, `INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
+			SELECT 'order', 'order-' || ((g + $2) % 1000), 'order.created',
+			       jsonb_build_object('ts', $3::bigint, 'seq', g + $2, 'pad', $4::text)
+			FROM generate_series(1, $1::int) g`, res.rows, res.written, tsValue(ts, measured), padding)
+		if err != nil {
+			return res, fmt.Errorf("write: %w", err)
+		}
+		res.written += res.rows
+		next = next.Add(interval)
+	}
+	res.writeLagAtClose = time.Since(next)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := seen
+		mu.Unlock()
+		if n >= res.written {
+			break
+		}
+		if time.Now().After(deadline) {
+			return res, fmt.Errorf("consumer saw %d of %d events 30s after the writer stopped", n, res.written)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res.benchCPU = selfCPU() - bench0
+	if res.relayCPU, err = procCPU(p.pid()); err != nil {
+		return res, err
+	}
+	if res.relayRSS, err = procPeakRSS(p.pid()); err != nil {
+		return res, err
+	}
+	res.load = loadAvg()
+	if q, err := relayQuantiles(p.metrics, .5, .99); err == nil {
+		res.relayP50, res.relayP99 = q[0], q[1]
+	}
+	stopConsumer()
+	<-consumed
+	res.seen = seen
+	slices.Sort(lats)
+	if len(lats) == 0 {
+		return res, fmt.Errorf("no latency samples")
+	}
+	pct := func(q float64) time.Duration { return lats[min(len(lats)-1, int(q*float64(len(lats))))] }
+	res.p50, res.p95, res.p99, res.maxLat = pct(.50), pct(.95), pct(.99), lats[len(lats)-1]
+	return res, nil
+}
+
+// tsValue is the insert time in Unix nanoseconds, or 0 for warm-up rows.
+func tsValue(t time.Time, measured bool) int64 {
+	if !measured {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// insertTime reads "ts" from the jsonb text; jsonb puts it first (shorter
+// keys sort first).
+func insertTime(v []byte) (time.Time, bool) {
+	const key = `"ts": `
+	i := bytes.Index(v, []byte(key))
+	if i < 0 {
+		return time.Time{}, false
+	}
+	rest := v[i+len(key):]
+	j := bytes.IndexAny(rest, ",}")
+	if j < 0 {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(string(rest[:j]), 10, 64)
+	if err != nil || ns == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
+}
+
+func waitReady(ctx context.Context, p *relayProc) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.metrics + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.done:
+			return fmt.Errorf("relay exited (%v); log: %s", p.err, p.logTail())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("relay not ready after 30s; log: %s", p.logTail())
+		}
+	}
+}
+
+// relayQuantiles reads the relay's commit-to-ack histogram
+// (outbox_relay_sink_commit_to_ack_seconds) and returns the bucket bound
+// at or above each quantile: the relay's share of the latency, from the
+// Postgres commit to the broker's ack, as the relay itself saw it.
+func relayQuantiles(metricsAddr string, qs ...float64) ([]float64, error) {
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	type bucket struct{ le, count float64 }
+	var bs []bucket
+	const prefix = `outbox_relay_sink_commit_to_ack_seconds_bucket{le="`
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		le, count, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		l, err1 := strconv.ParseFloat(le, 64)
+		c, err2 := strconv.ParseFloat(strings.TrimSpace(count), 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		bs = append(bs, bucket{l, c})
+	}
+	if len(bs) == 0 || bs[len(bs)-1].count == 0 {
+		return nil, fmt.Errorf("no commit-to-ack samples in the relay's /metrics")
+	}
+	total := bs[len(bs)-1].count
+	out := make([]float64, len(qs))
+	for i, q := range qs {
+		for _, b := range bs {
+			if b.count >= q*total {
+				out[i] = b.le
+				break
+			}
+		}
+	}
+	return out, nil
+}

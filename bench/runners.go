@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// pollInterval is how often completion is checked; it bounds the timing
+// error of each run.
+const pollInterval = 5 * time.Millisecond
+
+// readerRun is one reader's cost on one backlog.
+type readerRun struct {
+	elapsed   time.Duration
+	cpu       time.Duration // the reader process
+	peakRSS   int64
+	walsender time.Duration // the Postgres backend decoding for it
+	benchCPU  time.Duration // this process (the broker) during the run
+}
+
+// runRecvlogical times pg_recvlogical from start until it has received the
+// backlog's end LSN (--endpos makes it exit there).
+func (s *suite) runRecvlogical(ctx context.Context, db *database, slot string, end pglogrepl.LSN) (readerRun, error) {
+	var r readerRun
+	cmd := exec.CommandContext(ctx, s.recv, "-d", db.url, "--slot", slot, "--start", "--no-loop",
+		"-o", "proto_version=1", "-o", "publication_names="+publication,
+		"--endpos", end.String(), "-f", "/dev/null")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	ws := &walsender{pool: db.pool, slot: slot}
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		return r, fmt.Errorf("start pg_recvlogical: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			r.elapsed = time.Since(started)
+			if err != nil {
+				return r, fmt.Errorf("pg_recvlogical: %w: %s", err, stderr.String())
+			}
+			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+				r.peakRSS = ru.Maxrss << 10
+			}
+			r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+			r.walsender = ws.cpu
+			return r, nil
+		case <-tick.C:
+			ws.sample(ctx)
+		}
+	}
+}
+
+// relayProc is the relay binary running as its own process, so its RSS
+// and CPU are its own.
+type relayProc struct {
+	cmd     *exec.Cmd
+	started time.Time
+	done    chan struct{} // closed when the process has exited
+	err     error         // its exit status, once done is closed
+	logPath string
+	metrics string // host:port of /metrics and /readyz
+}
+
+func (s *suite) startRelay(ctx context.Context, db *database, slot string, brokers []string, profile string) (*relayProc, error) {
+	metrics, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"run",
+		"--pg-url", db.url, "--kafka-brokers", strings.Join(brokers, ","),
+		"--slot", slot, "--publication", publication,
+		"--metrics-addr", metrics, "--log-level", "info",
+	}
+	args = append(args, s.o.relayArgs...)
+	p := &relayProc{done: make(chan struct{}), logPath: filepath.Join(s.tmp, slot+".relay.log"), metrics: metrics}
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		return nil, err
+	}
+	p.cmd = exec.Command(s.relay, args...)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	p.cmd.Env = os.Environ()
+	if profile != "" {
+		p.cmd.Env = append(p.cmd.Env, "OUTBOX_RELAY_CPUPROFILE="+profile)
+	}
+	p.started = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start relay: %w", err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *relayProc) pid() int { return p.cmd.Process.Pid }
+
+// stop sends SIGTERM (a graceful shutdown: drain acks, final status
+// update) and waits.
+func (p *relayProc) stop() error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.err != nil {
+			return fmt.Errorf("relay exited with %w; log: %s", p.err, p.logTail())
+		}
+		return nil
+	case <-time.After(45 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("relay did not stop within 45s of SIGTERM; log: %s", p.logTail())
+	}
+}
+
+func (p *relayProc) logTail() string {
+	raw, _ := os.ReadFile(p.logPath)
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	return strings.Join(lines[max(0, len(lines)-10):], "\n")
+}
+
+// counter reads the topic's high watermarks: the records the broker has
+// acked, whoever produced them. It keeps one client across polls.
+type counter struct {
+	cl *kgo.Client
+}
+
+func newCounter(brokers []string) (*counter, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID("bench-counter"))
+	if err != nil {
+		return nil, err
+	}
+	return &counter{cl: cl}, nil
+}
+
+func (c *counter) Close() { c.cl.Close() }
+
+func (c *counter) count(ctx context.Context) (int64, error) {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -1
+	t := kmsg.NewListOffsetsRequestTopic()
+	t.Topic = topic
+	for p := int32(0); p < partitions; p++ {
+		lp := kmsg.NewListOffsetsRequestTopicPartition()
+		lp.Partition = p
+		lp.Timestamp = -1
+		t.Partitions = append(t.Partitions, lp)
+	}
+	req.Topics = append(req.Topics, t)
+	resp, err := req.RequestWith(ctx, c.cl)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return 0, fmt.Errorf("list offsets %s[%d]: %w", t.Topic, p.Partition, err)
+			}
+			n += p.Offset
+		}
+	}
+	return n, nil
+}
+
+// runRelay times the relay from process start until the broker holds
+// want records, and samples its CPU and peak RSS at that moment.
+func (s *suite) runRelay(ctx context.Context, db *database, slot string, brokers []string, want int64, profile string) (readerRun, error) {
+	var r readerRun
+	c, err := newCounter(brokers)
+	if err != nil {
+		return r, err
+	}
+	defer c.Close()
+	ws := &walsender{pool: db.pool, slot: slot}
+	bench0 := selfCPU()
+	p, err := s.startRelay(ctx, db, slot, brokers, profile)
+	if err != nil {
+		return r, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = p.stop()
+		}
+	}()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-p.done:
+			return r, fmt.Errorf("relay exited early (%v); log: %s", p.err, p.logTail())
+		case <-tick.C:
+		}
+		n, err := c.count(ctx)
+		if err != nil && !errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return r, err
+		}
+		if n >= want {
+			r.elapsed = time.Since(p.started)
+			r.benchCPU = selfCPU() - bench0
+			if r.cpu, err = procCPU(p.pid()); err != nil {
+				return r, err
+			}
+			if r.peakRSS, err = procPeakRSS(p.pid()); err != nil {
+				return r, err
+			}
+			ws.sample(ctx)
+			r.walsender = ws.cpu
+			if n > want {
+				return r, fmt.Errorf("broker holds %d records, want %d: duplicates in a clean run", n, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("relay delivered %d of %d events in 10 minutes; log: %s", n, want, p.logTail())
+		}
+		ws.sample(ctx)
+	}
+	stopped = true
+	return r, p.stop()
+}
