@@ -8,8 +8,8 @@
 // that prefix. Only Safe may reach the replication slot: confirming anything
 // later would let Postgres discard events Kafka has not acknowledged.
 //
-// The Tracker also caps how many events may sit between the safe position and
-// the newest tracked entry. Track blocks at the cap, which stops the WAL reader:
+// The Tracker also caps how many events, and how many bytes of them, may sit
+// between the safe position and the newest tracked entry. Track blocks at the cap, which stops the WAL reader:
 // that is the relay's backpressure, and what keeps memory bounded however
 // large a transaction or a backlog is.
 package checkpoint

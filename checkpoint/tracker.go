@@ -13,6 +13,7 @@ type Token uint64
 
 type entry struct {
 	lsn   outboxrelay.LSN // position reached once this entry is finished; 0 for events
+	size  int64           // bytes an event holds until it is behind Safe
 	event bool
 	done  bool
 }
@@ -23,7 +24,8 @@ type entry struct {
 // called from any goroutine. The zero value is not usable: call New.
 type Tracker struct {
 	capacity int
-	space    chan struct{} // a send wakes a Track blocked at the cap
+	maxBytes int64         // 0: no byte cap
+	space    chan struct{} // a send wakes a Track blocked at a cap
 
 	mu      sync.Mutex
 	ring    []entry
@@ -31,33 +33,44 @@ type Tracker struct {
 	headSeq uint64 // sequence number of ring[head]
 	n       int    // entries in the ring
 	events  int    // events in the ring, done or not: what the cap bounds
+	bytes   int64  // their sizes, what maxBytes bounds
 	peak    int
+	peakB   int64
 	safe    outboxrelay.LSN
 }
 
-// New returns a Tracker that lets at most capacity events be in flight.
-func New(capacity int) (*Tracker, error) {
+// New returns a Tracker that lets at most capacity events, and at most
+// maxBytes of them (0: no byte cap), be in flight. One event always fits
+// when nothing is in flight, however large.
+func New(capacity int, maxBytes int64) (*Tracker, error) {
 	if capacity < 1 {
 		return nil, errors.New("checkpoint: capacity must be at least 1")
+	}
+	if maxBytes < 0 {
+		return nil, errors.New("checkpoint: max bytes must not be negative")
 	}
 	// Consecutive marks coalesce, so every mark in the ring follows an event:
 	// twice the event cap always has room for marks, and Mark never blocks.
 	return &Tracker{
 		capacity: capacity,
+		maxBytes: maxBytes,
 		space:    make(chan struct{}, 1),
 		ring:     make([]entry, 2*capacity),
 	}, nil
 }
 
-// Track reserves a place for the next event in WAL order. It blocks while
-// capacity events are in flight, until an ack frees one or ctx ends.
-func (t *Tracker) Track(ctx context.Context) (Token, error) {
+// Track reserves a place for the next event in WAL order; size is the
+// memory it holds until acked. It blocks while either cap would be
+// exceeded, until an ack frees room or ctx ends.
+func (t *Tracker) Track(ctx context.Context, size int) (Token, error) {
 	for {
 		t.mu.Lock()
-		if t.events < t.capacity {
-			tok := t.push(entry{event: true})
+		if t.events < t.capacity && (t.maxBytes == 0 || t.events == 0 || t.bytes+int64(size) <= t.maxBytes) {
+			tok := t.push(entry{event: true, size: int64(size)})
 			t.events++
+			t.bytes += int64(size)
 			t.peak = max(t.peak, t.events)
+			t.peakB = max(t.peakB, t.bytes)
 			t.mu.Unlock()
 			return tok, nil
 		}
@@ -100,12 +113,14 @@ func (t *Tracker) Done(tok Token) (outboxrelay.LSN, bool) {
 	if seq != t.headSeq {
 		return t.safe, false
 	}
-	wasFull := t.events == t.capacity
+	freed := false
 	moved := false
 	for t.n > 0 && t.ring[t.head].done {
 		e := t.ring[t.head]
 		if e.event {
 			t.events--
+			t.bytes -= e.size
+			freed = true
 		} else if _, ok := t.advance(e.lsn); ok {
 			moved = true
 		}
@@ -114,7 +129,7 @@ func (t *Tracker) Done(tok Token) (outboxrelay.LSN, bool) {
 		t.headSeq++
 		t.n--
 	}
-	if wasFull && t.events < t.capacity {
+	if freed {
 		select {
 		case t.space <- struct{}{}:
 		default:
@@ -135,6 +150,21 @@ func (t *Tracker) InFlight() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.events
+}
+
+// InFlightBytes is the size of the events InFlight counts.
+func (t *Tracker) InFlightBytes() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.bytes
+}
+
+// PeakBytes is the highest InFlightBytes seen; it exceeds the byte cap only
+// by an oversized event tracked alone.
+func (t *Tracker) PeakBytes() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.peakB
 }
 
 // Peak is the highest InFlight seen; it never exceeds the capacity.

@@ -11,7 +11,7 @@ import (
 
 func newTracker(t *testing.T, capacity int) *Tracker {
 	t.Helper()
-	tr, err := New(capacity)
+	tr, err := New(capacity, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func track(t *testing.T, tr *Tracker) Token {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	tok, err := tr.Track(ctx)
+	tok, err := tr.Track(ctx, 1)
 	if err != nil {
 		t.Fatalf("Track: %v", err)
 	}
@@ -82,7 +82,7 @@ func TestTrackBlocksAtCapacity(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := tr.Track(ctx); err == nil {
+	if _, err := tr.Track(ctx, 1); err == nil {
 		t.Fatal("Track succeeded beyond the cap")
 	}
 
@@ -90,7 +90,7 @@ func TestTrackBlocksAtCapacity(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err := tr.Track(ctx)
+		_, err := tr.Track(ctx, 1)
 		got <- err
 	}()
 	tr.Done(a)
@@ -169,5 +169,59 @@ func TestRandomAckOrder(t *testing.T) {
 				t.Fatalf("seed %d: InFlight %d over cap %d", seed, tr.InFlight(), capacity)
 			}
 		}
+	}
+}
+
+func TestTrackBlocksAtByteCap(t *testing.T) {
+	tr, err := New(100, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	a, err := tr.Track(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Track(ctx, 300); err != nil {
+		t.Fatalf("900 of 1000 bytes: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelShort()
+	if _, err := tr.Track(short, 200); err == nil {
+		t.Fatal("Track let 1100 bytes be in flight under a 1000-byte cap")
+	}
+	tr.Done(a)
+	if _, err := tr.Track(ctx, 200); err != nil {
+		t.Fatalf("Track after an ack freed 600 bytes: %v", err)
+	}
+	if got := tr.InFlightBytes(); got != 500 {
+		t.Fatalf("InFlightBytes = %d, want 500", got)
+	}
+	if got := tr.PeakBytes(); got != 900 {
+		t.Fatalf("PeakBytes = %d, want 900", got)
+	}
+}
+
+func TestOversizedEventPassesWhenIdle(t *testing.T) {
+	// One event larger than the byte cap must not wedge the relay forever.
+	tr, err := New(10, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	big, err := tr.Track(ctx, 5000)
+	if err != nil {
+		t.Fatalf("an oversized event on an idle tracker: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelShort()
+	if _, err := tr.Track(short, 1); err == nil {
+		t.Fatal("Track admitted more while the oversized event holds the byte cap")
+	}
+	tr.Done(big)
+	if _, err := tr.Track(ctx, 1); err != nil {
+		t.Fatal(err)
 	}
 }

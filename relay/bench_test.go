@@ -36,7 +36,8 @@ func BenchmarkEventHotPath(b *testing.B) {
 		b.Fatal(err)
 	}
 	// The ring the size it has in a running relay.
-	tracker, err := checkpoint.New(relay.DefaultConfig().MaxInFlight)
+	def := relay.DefaultConfig()
+	tracker, err := checkpoint.New(def.MaxInFlight, def.MaxInFlightBytes)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func BenchmarkEventHotPath(b *testing.B) {
 		if err != nil || !ok || msg.Err != nil {
 			b.Fatalf("decode insert: ok=%v err=%v event err=%v", ok, err, msg.Err)
 		}
-		tok, err := tracker.Track(ctx)
+		tok, err := tracker.Track(ctx, len(msg.Event.Key)+len(msg.Event.Value))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -292,6 +292,37 @@ func TestHugeTransactionRespectsCap(t *testing.T) {
 	}
 }
 
+func TestLargePayloadsRespectByteCap(t *testing.T) {
+	// Counting events alone let 10 KB payloads hold 10,000 x 10 KB in
+	// memory (bench: 70 MB RSS); the byte cap bounds what they weigh.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 3})
+	cfg := env.Config()
+	const byteCap, rows = 256 << 10, 3000
+	cfg.Relay.MaxInFlightBytes = byteCap
+	run := relaytest.Start(t, cfg)
+	run.WaitReady(ctx, t)
+
+	mustExec(ctx, t, env, fmt.Sprintf(`INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
+		SELECT 'large', 'agg-' || (g %% 20), 'Imported', jsonb_build_object('n', g, 'pad', repeat('x', 8000))
+		FROM generate_series(1, %d) g`, rows))
+	end := env.CurrentLSN(ctx)
+	env.WaitConfirmed(ctx, cfg.Replication.Slot, end)
+	if n, err := kafkatest.Count(ctx, env.Kafka.Addrs(), relaytest.Topics("large")); err != nil || n < rows {
+		t.Fatalf("%d records in Kafka (err %v), want %d", n, err, rows)
+	}
+	peakBytes := run.Metric("outbox_relay_inflight_peak_bytes")
+	peakEvents := run.Metric("outbox_relay_inflight_peak_events")
+	if peakBytes > byteCap {
+		t.Fatalf("in-flight bytes peaked at %v, over the cap of %d", peakBytes, byteCap)
+	}
+	if peakBytes < byteCap/2 || peakEvents >= float64(cfg.Relay.MaxInFlight) {
+		t.Fatalf("peak %v bytes / %v events: the byte cap was not what held the reader back", peakBytes, peakEvents)
+	}
+	t.Logf("byte cap %d: peak %v bytes in %v events", byteCap, peakBytes, peakEvents)
+}
+
 func TestStartupErrorsNameTheFix(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

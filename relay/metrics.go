@@ -71,6 +71,24 @@ func (m *Metrics) observe(r *Relay) {
 			return 0
 		})),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outbox_relay_inflight_bytes",
+			Help: "Size (key, value, headers) of the in-flight events; capped by --max-in-flight-bytes.",
+		}, read(func(r *Relay) float64 {
+			if t := r.tracker.Load(); t != nil {
+				return float64(t.InFlightBytes())
+			}
+			return 0
+		})),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outbox_relay_inflight_peak_bytes",
+			Help: "Highest in-flight bytes of the current session; never above --max-in-flight-bytes but for one oversized event alone.",
+		}, read(func(r *Relay) float64 {
+			if t := r.tracker.Load(); t != nil {
+				return float64(t.PeakBytes())
+			}
+			return 0
+		})),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "outbox_relay_inflight_peak_events",
 			Help: "Highest in-flight count of the current session; never above the max in-flight cap.",
 		}, read(func(r *Relay) float64 {

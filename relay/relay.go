@@ -38,6 +38,9 @@ type Config struct {
 	// MaxInFlight caps the events produced and not yet behind the
 	// confirmed position; at the cap the WAL reader waits.
 	MaxInFlight int
+	// MaxInFlightBytes caps the same events by size (key, value and
+	// headers), so large payloads cannot grow memory past it; 0 disables.
+	MaxInFlightBytes int64
 	// ShutdownTimeout bounds the wait for in-flight acks on shutdown.
 	ShutdownTimeout time.Duration
 	// BackoffMin and BackoffMax bound the wait between failed sessions.
@@ -56,14 +59,15 @@ type Config struct {
 // DefaultConfig returns the defaults documented in outbox-relay run --help.
 func DefaultConfig() Config {
 	return Config{
-		MaxInFlight:     10000,
-		ShutdownTimeout: 30 * time.Second,
-		BackoffMin:      500 * time.Millisecond,
-		BackoffMax:      30 * time.Second,
-		StandbyPoll:     2 * time.Second,
-		StallTimeout:    30 * time.Second,
-		OnUndeliverable: Halt,
-		DeadLetterTopic: "outbox.dead-letter",
+		MaxInFlight:      10000,
+		MaxInFlightBytes: 16 << 20,
+		ShutdownTimeout:  30 * time.Second,
+		BackoffMin:       500 * time.Millisecond,
+		BackoffMax:       30 * time.Second,
+		StandbyPoll:      2 * time.Second,
+		StallTimeout:     30 * time.Second,
+		OnUndeliverable:  Halt,
+		DeadLetterTopic:  "outbox.dead-letter",
 	}
 }
 
@@ -95,8 +99,8 @@ type Relay struct {
 
 // New validates cfg; newSource and newSink make one session's parts.
 func New(cfg Config, newSource func() (Source, error), newSink func(AckFunc) (Sink, error), opts ...Option) (*Relay, error) {
-	if cfg.MaxInFlight < 1 {
-		return nil, errors.New("relay: max in-flight must be at least 1")
+	if cfg.MaxInFlight < 1 || cfg.MaxInFlightBytes < 0 {
+		return nil, errors.New("relay: max in-flight must be at least 1, max in-flight bytes at least 0")
 	}
 	if cfg.BackoffMin <= 0 || cfg.BackoffMax < cfg.BackoffMin || cfg.StandbyPoll <= 0 || cfg.ShutdownTimeout <= 0 || cfg.StallTimeout <= 0 {
 		return nil, errors.New("relay: backoff, standby poll, shutdown and stall timeouts must be positive, with backoff max >= min")
@@ -207,7 +211,7 @@ func (e *UndeliverableError) Unwrap() error { return e.Err }
 
 // session runs one source and one sink until one fails or ctx ends.
 func (r *Relay) session(ctx context.Context) error {
-	tracker, err := checkpoint.New(r.cfg.MaxInFlight)
+	tracker, err := checkpoint.New(r.cfg.MaxInFlight, r.cfg.MaxInFlightBytes)
 	if err != nil {
 		return err
 	}
@@ -373,7 +377,7 @@ func (r *Relay) feed(ctx context.Context, src Source, snk Sink, tracker *checkpo
 				ev = dl.unmappable(&m.Event, m.Err)
 			}
 			r.metrics.received.WithLabelValues(m.Event.Topic).Inc()
-			tok, err := tracker.Track(ctx)
+			tok, err := tracker.Track(ctx, eventSize(ev))
 			if err != nil {
 				return nil // ctx ended
 			}
@@ -392,6 +396,15 @@ func (r *Relay) feed(ctx context.Context, src Source, snk Sink, tracker *checkpo
 			}
 		}
 	}
+}
+
+// eventSize is what an event holds in memory until acked, near enough for a cap.
+func eventSize(ev *outboxrelay.Event) int {
+	n := len(ev.Key) + len(ev.Value) + len(ev.Topic)
+	for _, h := range ev.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // drain waits for in-flight acks, bounded by ShutdownTimeout.

@@ -98,6 +98,7 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.StringVar(&o.kafka.SASL.User, "kafka-sasl-user", "", "SASL user")
 	fs.StringVar(&o.kafka.SASL.Password, "kafka-sasl-password", "", "SASL password (prefer the environment variable)")
 	fs.IntVar(&o.relay.MaxInFlight, "max-in-flight", o.relay.MaxInFlight, "events produced but not yet confirmed; at the cap the WAL reader waits")
+	fs.Int64Var(&o.relay.MaxInFlightBytes, "max-in-flight-bytes", o.relay.MaxInFlightBytes, "bytes (key, value, headers) of those events; bounds memory with large payloads; 0 disables")
 	fs.DurationVar(&o.relay.ShutdownTimeout, "shutdown-timeout", o.relay.ShutdownTimeout, "on SIGTERM, how long to wait for in-flight acks")
 	fs.DurationVar(&o.relay.BackoffMin, "backoff-min", o.relay.BackoffMin, "first wait after a failed session")
 	fs.DurationVar(&o.relay.BackoffMax, "backoff-max", o.relay.BackoffMax, "longest wait between failed sessions")
