@@ -83,6 +83,29 @@ func (t *Tracker) Track(ctx context.Context, size int) (Token, error) {
 	}
 }
 
+// Untrack forgets the newest tracked event when it was never handed to the
+// producer (Track succeeded, Produce did not), so nothing waits for its ack.
+// Any other token is ignored: only the last entry can be taken back.
+func (t *Tracker) Untrack(tok Token) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 || uint64(tok) != t.headSeq+uint64(t.n-1) {
+		return
+	}
+	last := (t.head + t.n - 1) % len(t.ring)
+	if e := t.ring[last]; !e.event || e.done {
+		return
+	}
+	t.events--
+	t.bytes -= t.ring[last].size
+	t.ring[last] = entry{}
+	t.n--
+	select {
+	case t.space <- struct{}{}:
+	default:
+	}
+}
+
 // Mark records a WAL position that needs no ack of its own (a commit's end
 // LSN, a keepalive's WAL end). It becomes safe once everything tracked before
 // it is done. It reports the new safe position and whether it moved.

@@ -225,3 +225,27 @@ func TestOversizedEventPassesWhenIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestUntrackTakesBackOnlyTheNewest(t *testing.T) {
+	// Regression: an event tracked but never produced (shutdown between
+	// Track and Produce) kept InFlight above 0, so a graceful stop waited
+	// out the whole shutdown timeout for an ack that could not come.
+	tr := newTracker(t, 4)
+	a := track(t, tr)
+	tr.Mark(10)
+	b := track(t, tr)
+	tr.Untrack(a) // not the newest: ignored
+	if tr.InFlight() != 2 {
+		t.Fatalf("InFlight=%d after untracking an older token, want 2", tr.InFlight())
+	}
+	tr.Untrack(b)
+	if tr.InFlight() != 1 || tr.InFlightBytes() != 1 {
+		t.Fatalf("InFlight=%d bytes=%d after untracking the newest, want 1/1", tr.InFlight(), tr.InFlightBytes())
+	}
+	if got, _ := tr.Done(a); got != 10 {
+		t.Fatalf("safe=%v after acking the remaining event, want 10", got)
+	}
+	if tr.InFlight() != 0 {
+		t.Fatalf("InFlight=%d, want 0", tr.InFlight())
+	}
+}

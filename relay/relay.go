@@ -223,10 +223,22 @@ func (r *Relay) session(ctx context.Context) error {
 
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	defer stopFeed()
-	var failOnce sync.Once
+	// The first failure wins; the source, sink and ack goroutines report
+	// concurrently.
+	var failMu sync.Mutex
 	var failure error
 	fail := func(err error) {
-		failOnce.Do(func() { failure = err; stopFeed() })
+		failMu.Lock()
+		defer failMu.Unlock()
+		if failure == nil {
+			failure = err
+			stopFeed()
+		}
+	}
+	failed := func() error {
+		failMu.Lock()
+		defer failMu.Unlock()
+		return failure
 	}
 	var dl *deadLetters
 	if r.cfg.OnUndeliverable == DeadLetter {
@@ -304,7 +316,8 @@ func (r *Relay) session(ctx context.Context) error {
 	stopFeed()
 	<-watchDone
 
-	if ctx.Err() != nil && failure == nil {
+	shutdown := ctx.Err() != nil && failed() == nil
+	if shutdown {
 		r.drain(tracker)
 	}
 	stopDL()
@@ -313,12 +326,26 @@ func (r *Relay) session(ctx context.Context) error {
 	stopSrc()
 	<-srcDone
 	stopSink()
-	<-sinkDone
-	r.tracker.Store(nil)
-	if failure != nil {
-		r.metrics.failures(failure)
+	if shutdown {
+		// Closing the producer waits for records sarama is still retrying,
+		// which can take as long as Kafka stays down. The final status is
+		// already sent; do not hold the exit hostage.
+		select {
+		case <-sinkDone:
+		case <-time.After(r.cfg.ShutdownTimeout):
+			r.log.Warn().Msg("producer still retrying at shutdown; exiting without waiting for it (unacked events are resent on restart)")
+		}
+	} else {
+		// A reconnect must wait: an old producer still sending would race
+		// the new session's resends and break per-aggregate order.
+		<-sinkDone
 	}
-	return failure
+	r.tracker.Store(nil)
+	if err := failed(); err != nil {
+		r.metrics.failures(err)
+		return err
+	}
+	return nil
 }
 
 // watch reports the session's phase: streaming once both sides are up, and
@@ -385,6 +412,8 @@ func (r *Relay) feed(ctx context.Context, src Source, snk Sink, tracker *checkpo
 				dl.track(uint64(tok), causeUnmappable)
 			}
 			if err := snk.Produce(ctx, ev, uint64(tok)); err != nil {
+				// Never handed over, so no ack will come for it.
+				tracker.Untrack(tok)
 				if ctx.Err() != nil {
 					return nil
 				}

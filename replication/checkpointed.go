@@ -123,7 +123,12 @@ func (s *CheckpointedStream) Run(ctx context.Context) error {
 			if streaming != nil {
 				continue // nothing to confirm before the stream starts
 			}
-			if recorded, err = s.flush(ctx, conn, recorded); err != nil {
+			// Not cancelled by ctx: a shutdown landing mid-write would
+			// otherwise fail the flush and skip the final one below.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalStatusTimeout)
+			recorded, err = s.flush(fctx, conn, recorded)
+			cancel()
+			if err != nil {
 				return finish(err)
 			}
 		case <-ctx.Done():

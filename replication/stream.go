@@ -16,9 +16,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// messageBuffer is how many decoded messages may wait for the relay. The
-// tracker's cap is what bounds memory; this only smooths handoff.
-const messageBuffer = 256
+// messageBuffer is how many decoded messages may wait for the relay. They
+// are not yet counted by the tracker's caps, so memory is bounded by those
+// caps plus this many rows: keep it small, it only smooths the handoff.
+const messageBuffer = 32
 
 // finalStatusTimeout bounds the last status update at shutdown.
 const finalStatusTimeout = 5 * time.Second
@@ -119,8 +120,41 @@ func (s *Stream) Run(ctx context.Context) error {
 	if err := s.sendStatus(fctx, conn, false); err != nil {
 		return fmt.Errorf("send final status update: %w", err)
 	}
+	if err := endCopy(conn); err != nil {
+		s.log.Warn().Err(err).Msg("end replication after the final status update; the server may resend a little")
+	}
 	s.log.Info().Str("lsn", s.confirmedLSN().String()).Msg("final status update sent")
 	return nil
+}
+
+// endCopy ends COPY BOTH and waits for the server's CopyDone, which it sends
+// only after reading everything before it, the final status included.
+// Regression: closing right after the status, with unread WAL data in our
+// socket buffer, made the kernel reset the connection, and the walsender
+// could drop the unread status: a graceful restart then resent
+// transactions that Kafka had acked.
+func endCopy(conn *pgconn.PgConn) error {
+	// The receive loop's cancellation pulled the read deadline to now.
+	if err := conn.Conn().SetDeadline(time.Now().Add(finalStatusTimeout)); err != nil {
+		return err
+	}
+	conn.Frontend().Send(&pgproto3.CopyDone{})
+	if err := conn.Frontend().Flush(); err != nil {
+		return fmt.Errorf("send CopyDone: %w", err)
+	}
+	for {
+		msg, err := conn.Frontend().Receive()
+		if err != nil {
+			return fmt.Errorf("wait for the server's CopyDone: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyDone, *pgproto3.ReadyForQuery:
+			return nil
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(m)
+		}
+		// CopyData still in flight: the relay stopped reading, drop it.
+	}
 }
 
 func (s *Stream) prepare(ctx context.Context) (outboxrelay.LSN, int, error) {
@@ -192,8 +226,18 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn) error {
 	// moves, and cancellation pulls it to now: a context per message (what
 	// ReceiveMessage(ctx) needs) cost a tenth of the relay's CPU in a
 	// backlog drain (docs/benchmarks.md).
-	stop := context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
-	defer stop()
+	pulled := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = conn.Conn().SetReadDeadline(time.Now())
+		close(pulled)
+	})
+	defer func() {
+		// A callback already running must finish before the caller sets
+		// deadlines of its own (the final status update, endCopy).
+		if !stop() {
+			<-pulled
+		}
+	}()
 	var deadline time.Time
 	next := time.Now().Add(s.cfg.StatusInterval)
 	for {

@@ -110,8 +110,10 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	sc.Net.DialTimeout = c.Timeout
 	sc.Net.ReadTimeout = c.Timeout + 5*time.Second // outlast the broker's own wait
 	sc.Net.WriteTimeout = c.Timeout
-	sc.Metadata.Retry.Max = 5
-	sc.Metadata.Retry.Backoff = c.RetryBackoff
+	// An unknown topic is final only after metadata retries; give a topic
+	// that is still being created (auto-create, a slow controller) ~5 s.
+	sc.Metadata.Retry.Max = 10
+	sc.Metadata.Retry.Backoff = 500 * time.Millisecond
 
 	switch strings.ToLower(c.Compression) {
 	case "", "none":
