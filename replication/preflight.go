@@ -144,7 +144,7 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg Config, schema, table s
 	if len(colType) == 0 {
 		add(Check{
 			Name: "table", Detail: fmt.Sprintf("table %s does not exist", qualified),
-			Fix: fmt.Sprintf("create it (see testdata/outbox.sql) or set --table to the outbox table (a role that cannot see it also gets this)"),
+			Fix: "create it (see testdata/outbox.sql) or set --table to the outbox table (a role that cannot see it also gets this)",
 		})
 		return nil
 	}

@@ -160,7 +160,7 @@ func (t TLS) config() (*tls.Config, error) {
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("Kafka CA file %s holds no PEM certificate", t.CAFile)
+			return nil, fmt.Errorf("the Kafka CA file %s holds no PEM certificate", t.CAFile)
 		}
 		tc.RootCAs = pool
 	}
