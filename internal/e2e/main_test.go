@@ -81,7 +81,7 @@ func start(t *testing.T, env *relaytest.Env, standbyPoll time.Duration) *proc {
 	p.cmd = exec.Command(bin, "run",
 		"--status-interval", "200ms", "--backoff-min", "50ms", "--backoff-max", "500ms",
 		"--standby-poll", standbyPoll.String(), "--shutdown-timeout", "5s",
-		"--kafka-retry-max", "2", "--kafka-retry-backoff", "50ms", "--kafka-timeout", "5s")
+		"--kafka-retry-backoff", "50ms", "--kafka-timeout", "5s")
 	p.cmd.Env = append(os.Environ(),
 		"OUTBOX_RELAY_PG_URL="+env.URL,
 		"OUTBOX_RELAY_KAFKA_BROKERS="+strings.Join(env.Kafka.Addrs(), ","),
