@@ -182,12 +182,14 @@ func TestDecodeSkipsWhatIsNotAnOutboxInsert(t *testing.T) {
 		update,
 		[]byte{'D', 0, 0, 0, 1},
 		[]byte{'T', 0, 0, 0, 1},
+		// A transactional pg_logical_emit_message('outbox-relay', 'hb').
+		append(cstr([]byte{'M', 1, 0, 0, 0, 0, 0, 0, 0, 9}, "outbox-relay"), 0, 0, 0, 2, 'h', 'b'),
 		commitMsg(1, 2),
 	)
 	if len(msgs) != 1 || msgs[0].Kind != KindCommit {
 		t.Fatalf("got %+v, want only the commit", msgs)
 	}
-	for _, kind := range []string{SkippedOtherTable, SkippedUpdate, SkippedDelete, SkippedTruncate} {
+	for _, kind := range []string{SkippedOtherTable, SkippedUpdate, SkippedDelete, SkippedTruncate, SkippedMessage} {
 		if skipped[kind] != 1 {
 			t.Errorf("skipped[%s] = %d, want 1", kind, skipped[kind])
 		}
