@@ -104,6 +104,25 @@ func TestNeverConfirmsAheadOfBroker(t *testing.T) {
 	}
 }
 
+// waitCount polls until the topics hold at least n records.
+func waitCount(ctx context.Context, t *testing.T, env *relaytest.Env, topics []string, n int64, before string) {
+	t.Helper()
+	for {
+		got, err := kafkatest.Count(ctx, env.Kafka.Addrs(), topics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got >= n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("only %d events reached Kafka before %s", got, before)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
 // readEverything reads every record now in the topics. Call it once the
 // slot has confirmed past the last write: then all events are in Kafka.
 func readEverything(ctx context.Context, t *testing.T, env *relaytest.Env, topics []string) []kafkatest.Record {
@@ -157,20 +176,7 @@ func TestCrashRestartLosesNothing(t *testing.T) {
 	}()
 
 	topics := relaytest.Topics("order")
-	for {
-		n, err := kafkatest.Count(ctx, env.Kafka.Addrs(), topics)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n >= 500 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d events reached Kafka before the crash point", n)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	waitCount(ctx, t, env, topics, 500, "the crash point")
 	relayA.kill()
 	// After the kill the walsender exits; what the slot holds now is the
 	// last status the dead relay sent.
@@ -453,20 +459,7 @@ func TestGracefulStopResendsAtMostOneTransaction(t *testing.T) {
 	topics := relaytest.Topics("order")
 
 	run := relaytest.Start(t, cfg)
-	for {
-		n, err := kafkatest.Count(ctx, env.Kafka.Addrs(), topics)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n >= 2000 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d events delivered before the stop", n)
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	waitCount(ctx, t, env, topics, 2000, "the stop")
 	stopStart := time.Now()
 	if err := run.Stop(); err != nil {
 		t.Fatalf("graceful stop: %v", err)
