@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
+	"github.com/outbox-relay/outbox-relay/internal/wire"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/sink"
@@ -32,10 +33,7 @@ func runChild() int {
 	lc := relay.DefaultConfig()
 	lc.BackoffMin, lc.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 	logger := zerolog.New(os.Stderr).With().Str("child", "relay").Logger()
-	r, err := relay.New(lc,
-		func() (relay.Source, error) { return replication.New(rc, replication.WithLogger(logger)) },
-		func(ack relay.AckFunc) (relay.Sink, error) { return sink.New(sc, ack) },
-		relay.WithLogger(logger))
+	r, err := wire.Relay(wire.Config{Replication: rc, Sink: sc, Relay: lc}, logger, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

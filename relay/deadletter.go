@@ -137,7 +137,7 @@ func (d *deadLetters) copyFailed(err error) error {
 	if !errors.As(err, &de) || sink.IsRetriable(err) {
 		return fmt.Errorf("%w: dead-letter copy: %w", errKafka, err)
 	}
-	return &UndeliverableError{EventID: de.EventID, LSN: de.LSN,
+	return &UndeliverableError{EventID: de.EventID, LSN: de.LSN, CommitLSN: de.CommitLSN,
 		Err: fmt.Errorf("the dead-letter topic %q refused its copy too: %w (%s)", d.topic, de.Err, sink.Advice(de.Err))}
 }
 
@@ -158,6 +158,7 @@ func (d *deadLetters) run(ctx context.Context, snk Sink) {
 		}
 		ev := d.copyOf(r.de.EventID, r.de.Topic, r.de.LSN, nil, r.de.Key, value,
 			fmt.Errorf("kafka refused it: %w", r.de.Err))
+		ev.CommitLSN = r.de.CommitLSN // a refusal of the copy names its transaction
 		d.track(r.token, causeRefused)
 		if err := snk.Produce(ctx, ev, r.token); err != nil {
 			if ctx.Err() == nil {

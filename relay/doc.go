@@ -12,7 +12,9 @@
 // message naming the fix; with OnUndeliverable "dead-letter" such an event
 // is instead copied to the dead-letter topic, and counts as delivered only
 // once that copy is acked.
-// While another process holds the slot, the relay waits as a hot standby.
+// While another process holds the slot, the relay waits as a hot standby;
+// a session builds its producer only once its stream is live, so a standby
+// polling for the slot never connects to Kafka.
 //
 // Shutdown (ctx cancelled) stops reading, waits up to ShutdownTimeout for
 // in-flight acks, confirms the safe position, and lets the source send its

@@ -345,7 +345,7 @@ func TestStartupErrorsNameTheFix(t *testing.T) {
 	}{
 		{"missing table", func(t *testing.T, env *relaytest.Env, _ *relaytest.Config) {
 			mustExec(ctx, t, env, "DROP TABLE outbox")
-		}, []string{"public.outbox does not exist", "testdata/outbox.sql"}},
+		}, []string{`"public"."outbox" does not exist`, "testdata/outbox.sql"}},
 		{"missing configured column", func(_ *testing.T, _ *relaytest.Env, cfg *relaytest.Config) {
 			cfg.Replication.Columns.Payload = "body"
 		}, []string{`no column "body"`, "--payload-column"}},

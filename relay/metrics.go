@@ -2,14 +2,18 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/sink"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metrics are the relay's instruments, registered once per process.
 type Metrics struct {
-	reg        prometheus.Registerer
+	reg prometheus.Registerer
+	// topics bounds the topic label of received.
+	topics     *sink.TopicLabels
 	received   *prometheus.CounterVec
 	acked      prometheus.Counter
 	reconnects prometheus.Counter
@@ -22,10 +26,12 @@ type Metrics struct {
 // NewMetrics registers the relay's metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		reg: reg,
+		reg:    reg,
+		topics: sink.NewTopicLabels(sink.MaxTopicLabels),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_relay_events_received_total",
-			Help: "Outbox events received from the replication stream (resends included), by routed topic; \"\" for rows that could not be routed.",
+			Help: fmt.Sprintf("Outbox events received from the replication stream (resends included), by routed topic; \"\" for rows that could not be routed; "+
+				"the first %d topics keep their name, later ones count as %q.", sink.MaxTopicLabels, sink.OtherTopics),
 		}, []string{"topic"}),
 		acked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_relay_events_acked_total",
@@ -102,6 +108,11 @@ func (m *Metrics) observe(r *Relay) {
 			Help: "The max in-flight cap (--max-in-flight).",
 		}, read(func(r *Relay) float64 { return float64(r.cfg.MaxInFlight) })),
 	)
+}
+
+// receivedBy counts an event received for topic.
+func (m *Metrics) receivedBy(topic string) {
+	m.received.WithLabelValues(m.topics.Label(topic)).Inc()
 }
 
 func (m *Metrics) setPhase(p Phase) {

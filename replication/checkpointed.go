@@ -51,7 +51,7 @@ func NewCheckpointer(cfg Config, acceptGap bool, log zerolog.Logger, reg prometh
 
 // Wrap puts the record in front of one session's stream.
 func (c *Checkpointer) Wrap(s *Stream) *CheckpointedStream {
-	return &CheckpointedStream{Stream: s, cp: c}
+	return &CheckpointedStream{Stream: s, cp: c, watch: publicationWatch{cfg: c.cfg}}
 }
 
 // CheckpointedStream is a Stream whose confirmations reach Postgres only
@@ -59,8 +59,9 @@ func (c *Checkpointer) Wrap(s *Stream) *CheckpointedStream {
 // StartPosition are the Stream's.
 type CheckpointedStream struct {
 	*Stream
-	cp   *Checkpointer
-	want atomic.Uint64
+	cp    *Checkpointer
+	want  atomic.Uint64
+	watch publicationWatch // used by Run's goroutine only
 }
 
 // Confirm asks for lsn to be confirmed: the stream's own goroutine raises
@@ -119,6 +120,9 @@ func (s *CheckpointedStream) Run(ctx context.Context) error {
 			if recorded, err = s.cp.started(ctx, conn, s.StartPosition()); err != nil {
 				return finish(err)
 			}
+			if err := s.watch.start(ctx, conn, s.StartPosition()); err != nil {
+				return finish(err)
+			}
 		case <-tick.C:
 			if streaming != nil {
 				continue // nothing to confirm before the stream starts
@@ -143,10 +147,15 @@ func (s *CheckpointedStream) Run(ctx context.Context) error {
 	}
 }
 
-// flush raises the record to the wanted position, then confirms it.
+// flush verifies that the outbox is still published, raises the record to
+// the wanted position, then confirms it. want is read before the check, so
+// the check is newer than every position it covers.
 func (s *CheckpointedStream) flush(ctx context.Context, conn *pgx.Conn, recorded outboxrelay.LSN) (outboxrelay.LSN, error) {
 	want := outboxrelay.LSN(s.want.Load())
 	if want > recorded {
+		if err := s.watch.verify(ctx, conn, want); err != nil {
+			return recorded, err
+		}
 		if err := RaiseCheckpoint(ctx, conn, s.cfg.Slot, want, MovedByRelay); err != nil {
 			return recorded, err
 		}

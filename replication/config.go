@@ -3,7 +3,6 @@ package replication
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -74,8 +73,10 @@ const PartitionByKey = "key"
 type Config struct {
 	// ConnString is an ordinary libpq URL or DSN; the stream adds
 	// replication=database for its replication connection itself.
-	ConnString  string
-	Table       string // schema-qualified; "public." is assumed when missing
+	ConnString string
+	// Table is schema.table as ParseTable reads it; "public." is assumed
+	// when missing.
+	Table       string
 	Publication string
 	Slot        string
 	Columns     Columns
@@ -119,6 +120,11 @@ func (c Config) validate() error {
 	if c.StatusInterval <= 0 {
 		errs = append(errs, errors.New("the status interval must be positive"))
 	}
+	if c.Table != "" {
+		if _, err := ParseTable(c.Table); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if _, err := parseTemplate(c.Routing.Topic); err != nil {
 		errs = append(errs, err)
 	}
@@ -133,12 +139,11 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// qualifiedTable splits schema.table, defaulting the schema to public.
-func (c Config) qualifiedTable() (schema, table string) {
-	if s, t, ok := strings.Cut(c.Table, "."); ok {
-		return s, t
-	}
-	return "public", c.Table
+// tableName is the parsed Table; validate has refused one that does not
+// parse, so the zero value only reaches code that validate did not guard.
+func (c Config) tableName() TableName {
+	t, _ := ParseTable(c.Table)
+	return t
 }
 
 // Option adjusts a Stream beyond its Config.

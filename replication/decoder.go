@@ -73,10 +73,11 @@ type segmentIndex struct {
 // cache and the current transaction, so one Decoder reads one stream, in
 // order, from one goroutine.
 type Decoder struct {
-	schema, table string
-	cols          Columns
-	routing       Routing
-	template      []segment
+	table    TableName
+	isOutbox OutboxMatcher
+	cols     Columns
+	routing  Routing
+	template []segment
 
 	relations map[uint32]*relation
 	inTxn     bool
@@ -103,15 +104,28 @@ func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
 	if onSkip == nil {
 		onSkip = func(string) {}
 	}
-	schema, table := cfg.qualifiedTable()
-	return &Decoder{
-		schema: schema, table: table,
-		cols: cfg.Columns, routing: cfg.Routing, template: tmpl,
+	d := &Decoder{
+		table: cfg.tableName(),
+		cols:  cfg.Columns, routing: cfg.Routing, template: tmpl,
 		relations: make(map[uint32]*relation),
 		onSkip:    onSkip,
 		topics:    make(map[string]string),
-	}, nil
+	}
+	d.isOutbox = func(_ uint32, namespace, name string) (bool, error) {
+		return namespace == d.table.Schema && name == d.table.Table, nil
+	}
+	return d, nil
 }
+
+// OutboxMatcher says whether the relation a Relation message describes is
+// the outbox. A publication without publish_via_partition_root sends a
+// partitioned outbox's rows under its partitions' names and ids, so name
+// alone does not tell.
+type OutboxMatcher func(relid uint32, namespace, name string) (bool, error)
+
+// MatchOutbox replaces the default matcher (the configured schema and
+// table by name). Call it before the first Decode.
+func (d *Decoder) MatchOutbox(m OutboxMatcher) { d.isOutbox = m }
 
 // InTransaction reports whether a Begin was decoded without its Commit.
 func (d *Decoder) InTransaction() bool { return d.inTxn }
@@ -181,7 +195,10 @@ func (d *Decoder) relation(r *reader) error {
 	if r.err != nil {
 		return r.err
 	}
-	rel.outbox = rel.namespace == d.schema && rel.name == d.table
+	var err error
+	if rel.outbox, err = d.isOutbox(id, rel.namespace, rel.name); err != nil {
+		return err
+	}
 	if rel.outbox {
 		if err := d.bind(rel); err != nil {
 			return err
@@ -234,7 +251,7 @@ func (d *Decoder) bind(rel *relation) error {
 	}
 	if len(missing) > 0 {
 		return configErr(
-			fmt.Sprintf("outbox table %s.%s has no column(s) %q", rel.namespace, rel.name, missing),
+			fmt.Sprintf("outbox table %s has no column(s) %q", TableName{rel.namespace, rel.name}, missing),
 			"add them, or point the column flags (--id-column, --payload-column, ...) at the existing names")
 	}
 	return nil
@@ -394,15 +411,24 @@ func (d *Decoder) topic(rel *relation) (string, error) {
 	return topic, nil
 }
 
-// appendJSONHeaders adds the string entries of a JSON object. Other values
-// are left out: a header is bytes, and guessing an encoding for numbers or
-// objects would surprise a consumer more than their absence.
+// reservedHeaders are set by the relay from the row's columns. A headers
+// column may not add a second copy: consumers dedupe on the first `id` they
+// find, and a row must not be able to pose as another event.
+var reservedHeaders = map[string]bool{"id": true, "event_type": true, "aggregate_type": true, "aggregate_id": true}
+
+// appendJSONHeaders adds the string entries of a JSON object, except the
+// reserved ones. Other values are left out: a header is bytes, and guessing
+// an encoding for numbers or objects would surprise a consumer more than
+// their absence.
 func appendJSONHeaders(hs []outboxrelay.Header, raw []byte) []outboxrelay.Header {
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(raw, &obj) != nil {
 		return hs
 	}
 	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		if reservedHeaders[k] {
+			continue
+		}
 		v := obj[k]
 		var s string
 		if len(v) > 0 && v[0] == '"' && json.Unmarshal(v, &s) == nil {

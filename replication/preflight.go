@@ -38,6 +38,11 @@ type Inspection struct {
 	Slot              SlotInfo
 	PublicationExists bool
 	ServerVersion     int
+	// TableOID is the outbox's; Relations are it and, for a partitioned
+	// outbox, all its partitions (the ids pgoutput may name its rows by).
+	TableOID    uint32
+	Partitioned bool
+	Relations   []uint32
 }
 
 // Failed returns the checks that stop the relay.
@@ -91,10 +96,13 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (Inspection, err
 		Fix:    "set wal_level=logical (ALTER SYSTEM SET wal_level = logical) and restart Postgres",
 	})
 	add(Check{
-		Name: "server_version", OK: in.ServerVersion >= 100000,
+		Name: "server_version", OK: in.ServerVersion >= 130000,
 		Detail: fmt.Sprintf("server_version_num is %d", in.ServerVersion),
-		Fix:    "use PostgreSQL 10 or later (14+ recommended)",
+		Fix:    "use PostgreSQL 13 or later (14+ recommended): partitioned outboxes need publish_via_partition_root",
 	})
+	if in.ServerVersion < 130000 {
+		return in, nil
+	}
 
 	if err := checkRole(ctx, conn, add); err != nil {
 		return in, err
@@ -103,11 +111,11 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (Inspection, err
 		return in, err
 	}
 
-	schema, table := cfg.qualifiedTable()
-	if err := checkTable(ctx, conn, cfg, schema, table, add); err != nil {
+	tn := cfg.tableName()
+	if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
 		return in, err
 	}
-	if err := checkPublication(ctx, conn, cfg, schema, table, &in, add); err != nil {
+	if err := checkPublication(ctx, conn, cfg, tn, &in, add); err != nil {
 		return in, err
 	}
 	if err := checkSlot(ctx, conn, cfg, &in, add); err != nil {
@@ -119,37 +127,111 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (Inspection, err
 	return in, nil
 }
 
-func checkTable(ctx context.Context, conn *pgx.Conn, cfg Config, schema, table string, add func(Check)) error {
-	rows, err := conn.Query(ctx, `
-		SELECT a.attname, format_type(a.atttypid, a.atttypmod)
-		FROM pg_attribute a
-		JOIN pg_class c ON c.oid = a.attrelid
-		JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped`, schema, table)
+// Base type OIDs preflight accepts for the payload and headers columns.
+// Compared by type, not by format_type's display name, which spells
+// varchar(2000) as "character varying(2000)".
+const (
+	oidJSON    = 114
+	oidJSONB   = 3802
+	oidText    = 25
+	oidVarchar = 1043
+)
+
+// PublicationChecks runs the table and publication checks alone, for
+// `status`: whether the publication carries the outbox (its root or its
+// partitions) and its inserts.
+func PublicationChecks(ctx context.Context, conn *pgx.Conn, cfg Config) ([]Check, error) {
+	in := Inspection{}
+	add := func(c Check) { in.Checks = append(in.Checks, c) }
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&in.ServerVersion); err != nil {
+		return nil, fmt.Errorf("read server version: %w", err)
+	}
+	tn := cfg.tableName()
+	if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
+		return nil, err
+	}
+	if err := checkPublication(ctx, conn, cfg, tn, &in, add); err != nil {
+		return nil, err
+	}
+	return in.Checks, nil
+}
+
+// outboxRelation is the outbox as the catalog has it now.
+type outboxRelation struct {
+	oid     uint32
+	relkind string
+	// relations are the outbox and, when partitioned, all its partitions:
+	// the ids pgoutput may name its rows by.
+	relations []uint32
+}
+
+// lookupOutbox finds the outbox by its exact catalog names; found is false
+// when there is no such relation.
+func lookupOutbox(ctx context.Context, conn *pgx.Conn, tn TableName) (r outboxRelation, found bool, err error) {
+	err = conn.QueryRow(ctx, `
+		SELECT c.oid, c.relkind::text,
+		       array(SELECT c.oid UNION SELECT relid::oid FROM pg_partition_tree(c.oid) WHERE c.relkind = 'p')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, tn.Schema, tn.Table).Scan(&r.oid, &r.relkind, &r.relations)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, false, nil
+	}
 	if err != nil {
-		return fmt.Errorf("read outbox table columns: %w", err)
+		return r, false, fmt.Errorf("look up outbox table %s: %w", tn, err)
 	}
-	types, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]string, error) {
-		var v [2]string
-		return v, r.Scan(&v[0], &v[1])
-	})
+	return r, true, nil
+}
+
+// checkTable records the outbox's oid and relations in `in`.
+func checkTable(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName, in *Inspection, add func(Check)) error {
+	r, found, err := lookupOutbox(ctx, conn, tn)
 	if err != nil {
-		return fmt.Errorf("read outbox table columns: %w", err)
+		return err
 	}
-	colType := make(map[string]string, len(types))
-	for _, t := range types {
-		colType[t[0]] = t[1]
-	}
-	qualified := schema + "." + table
-	if len(colType) == 0 {
+	if !found {
 		add(Check{
-			Name: "table", Detail: fmt.Sprintf("table %s does not exist", qualified),
-			Fix: "create it (see testdata/outbox.sql) or set --table to the outbox table (a role that cannot see it also gets this)",
+			Name: "table", Detail: fmt.Sprintf("table %s does not exist", tn),
+			Fix: "create it (see testdata/outbox.sql) or set --table to the outbox table; quote a name the way it is stored, e.g. --table '\"Sales\".\"Outbox Events\"' (a role that cannot see it also gets this)",
 		})
 		return nil
 	}
-	add(Check{Name: "table", OK: true, Detail: fmt.Sprintf("table %s exists", qualified)})
+	if r.relkind != "r" && r.relkind != "p" {
+		add(Check{Name: "table", Detail: fmt.Sprintf("%s is not a table (relkind %q)", tn, r.relkind),
+			Fix: "point --table at the outbox table itself, not a view or another kind of relation"})
+		return nil
+	}
+	in.TableOID, in.Partitioned, in.Relations = r.oid, r.relkind == "p", r.relations
+	detail := fmt.Sprintf("table %s exists", tn)
+	if in.Partitioned {
+		detail += fmt.Sprintf(" (partitioned, %d partitions)", len(r.relations)-1)
+	}
+	add(Check{Name: "table", OK: true, Detail: detail})
+	return checkColumns(ctx, conn, cfg, tn, in.TableOID, add)
+}
 
+type colInfo struct {
+	display string
+	base    uint32 // the type, or a domain's base type
+}
+
+func checkColumns(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName, oid uint32, add func(Check)) error {
+	rows, err := conn.Query(ctx, `
+		SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+		       (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::oid
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, oid)
+	if err != nil {
+		return fmt.Errorf("read outbox table columns: %w", err)
+	}
+	cols := map[string]colInfo{}
+	var name string
+	var c colInfo
+	if _, err := pgx.ForEachRow(rows, []any{&name, &c.display, &c.base}, func() error {
+		cols[name] = c
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read outbox table columns: %w", err)
+	}
 	want := []struct{ flag, col string }{
 		{"--id-column", cfg.Columns.ID}, {"--aggregate-type-column", cfg.Columns.AggregateType},
 		{"--aggregate-id-column", cfg.Columns.AggregateID}, {"--event-type-column", cfg.Columns.EventType},
@@ -159,8 +241,8 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg Config, schema, table s
 	if cfg.Routing.PartitionBy != PartitionByKey {
 		want = append(want, struct{ flag, col string }{"--partition-by", cfg.Columns.Resolve(cfg.Routing.PartitionBy)})
 	}
-	if cols, err := TemplateColumns(cfg.Routing.Topic, cfg.Columns); err == nil {
-		for _, c := range cols {
+	if names, err := TemplateColumns(cfg.Routing.Topic, cfg.Columns); err == nil {
+		for _, c := range names {
 			want = append(want, struct{ flag, col string }{"--topic", c})
 		}
 	}
@@ -170,58 +252,97 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg Config, schema, table s
 			continue
 		}
 		checked[w.col] = true
-		typ, ok := colType[w.col]
+		typ, ok := cols[w.col]
 		add(verdict(Check{
 			Name: "column " + w.col, OK: ok,
 			Fix: fmt.Sprintf("add the column or set %s to an existing column", w.flag),
-		}, fmt.Sprintf("column %q (%s) is %s", w.col, w.flag, typ),
-			fmt.Sprintf("table %s has no column %q (%s)", qualified, w.col, w.flag)))
+		}, fmt.Sprintf("column %q (%s) is %s", w.col, w.flag, typ.display),
+			fmt.Sprintf("table %s has no column %q (%s)", tn, w.col, w.flag)))
 		if ok && w.col == cfg.Columns.Payload {
-			switch typ {
-			case "jsonb", "json", "text", "bytea", "character varying":
+			switch typ.base {
+			case oidJSONB, oidJSON, oidText, oidBytea, oidVarchar:
 			default:
-				add(Check{Name: "payload type", Detail: fmt.Sprintf("payload column %q has type %s", w.col, typ),
+				add(Check{Name: "payload type", Detail: fmt.Sprintf("payload column %q has type %s", w.col, typ.display),
 					Fix: "use jsonb, json, text, varchar or bytea for the payload"})
 			}
 		}
-		if ok && w.col == cfg.Columns.Headers && typ != "jsonb" && typ != "json" {
-			add(Check{Name: "headers type", Detail: fmt.Sprintf("headers column %q has type %s", w.col, typ),
+		if ok && w.col == cfg.Columns.Headers && typ.base != oidJSONB && typ.base != oidJSON {
+			add(Check{Name: "headers type", Detail: fmt.Sprintf("headers column %q has type %s", w.col, typ.display),
 				Fix: "use jsonb for the headers column, or --headers-column='' to disable it"})
 		}
 	}
 	return nil
 }
 
-func checkPublication(ctx context.Context, conn *pgx.Conn, cfg Config, schema, table string, in *Inspection, add func(Check)) error {
-	var pubInsert, hasTable bool
+// checkPublication asks the server which relations the publication
+// publishes (pg_get_publication_tables: the root or the partitions,
+// depending on publish_via_partition_root) and looks for the outbox's.
+func checkPublication(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName, in *Inspection, add func(Check)) error {
+	var pubInsert, viaRoot, hasTable bool
 	err := conn.QueryRow(ctx, `
-		SELECT p.pubinsert,
-		       EXISTS (SELECT 1 FROM pg_publication_tables t
-		               WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3)
-		FROM pg_publication p WHERE p.pubname = $1`, cfg.Publication, schema, table).Scan(&pubInsert, &hasTable)
+		SELECT p.pubinsert, p.pubviaroot,
+		       EXISTS (SELECT 1 FROM pg_get_publication_tables(p.pubname::text) t WHERE t.relid = ANY($2::oid[]))
+		FROM pg_publication p WHERE p.pubname = $1`, cfg.Publication, in.Relations).Scan(&pubInsert, &viaRoot, &hasTable)
+	pub := quoteIdent(cfg.Publication)
 	if errors.Is(err, pgx.ErrNoRows) {
 		add(Check{
 			Name: "publication", OK: cfg.Create,
-			Detail: fmt.Sprintf("publication %q does not exist", cfg.Publication),
+			Detail: fmt.Sprintf("publication %s does not exist", pub),
 			Fix:    "run as a DBA: " + CreatePublicationSQL(cfg),
 		})
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("read publication: %w", err)
+		return fmt.Errorf("read publication %s: %w", pub, err)
 	}
 	in.PublicationExists = true
-	qualified := pgx.Identifier{schema, table}.Sanitize()
 	add(verdict(Check{
 		Name: "publication table", OK: hasTable,
-		Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pgx.Identifier{cfg.Publication}.Sanitize(), qualified),
-	}, fmt.Sprintf("publication %q includes %s", cfg.Publication, qualified),
-		fmt.Sprintf("publication %q does not include %s", cfg.Publication, qualified)))
+		Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, tn),
+	}, fmt.Sprintf("publication %s includes %s", pub, tn),
+		fmt.Sprintf("publication %s does not include %s", pub, tn)))
 	add(verdict(Check{
 		Name: "publication inserts", OK: pubInsert,
-		Fix: fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert');", pgx.Identifier{cfg.Publication}.Sanitize()),
-	}, fmt.Sprintf("publication %q publishes inserts", cfg.Publication),
-		fmt.Sprintf("publication %q does not publish inserts", cfg.Publication)))
+		Fix: fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert');", pub),
+	}, fmt.Sprintf("publication %s publishes inserts", pub),
+		fmt.Sprintf("publication %s does not publish inserts", pub)))
+	if in.Partitioned && !viaRoot {
+		add(Check{
+			Name: "publication partitions", Warning: true,
+			Detail: fmt.Sprintf("publication %s publishes %s's rows under its partitions' names (publish_via_partition_root is off); the relay maps them to the outbox", pub, tn),
+			Fix:    fmt.Sprintf("optionally: ALTER PUBLICATION %s SET (publish_via_partition_root = true);", pub),
+		})
+	}
+	if in.ServerVersion >= 150000 {
+		return checkPublicationFilters(ctx, conn, cfg, tn, in, add)
+	}
+	return nil
+}
+
+// checkPublicationFilters reports a PG15 row filter or column list on the
+// outbox: rows a filter excludes are never decoded, so never delivered.
+func checkPublicationFilters(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName, in *Inspection, add func(Check)) error {
+	var filter, columns *string
+	err := conn.QueryRow(ctx, `
+		SELECT string_agg(pg_get_expr(r.prqual, r.prrelid), ' / '),
+		       string_agg((SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) FROM pg_attribute a
+		                   WHERE a.attrelid = r.prrelid AND a.attnum = ANY(r.prattrs)), ' / ')
+		FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+		WHERE p.pubname = $1 AND r.prrelid = ANY($2::oid[])`, cfg.Publication, in.Relations).Scan(&filter, &columns)
+	if err != nil {
+		return fmt.Errorf("read publication row filter and column list: %w", err)
+	}
+	pub := quoteIdent(cfg.Publication)
+	if filter != nil {
+		add(Check{Name: "publication row filter", Warning: true,
+			Detail: fmt.Sprintf("publication %s publishes only the rows of %s WHERE %s: the others never reach Kafka", pub, tn, *filter),
+			Fix:    fmt.Sprintf("if every row must be delivered: ALTER PUBLICATION %s SET TABLE %s;", pub, tn)})
+	}
+	if columns != nil {
+		add(Check{Name: "publication column list", Warning: true,
+			Detail: fmt.Sprintf("publication %s publishes only columns (%s) of %s; a configured column outside it stops the relay", pub, *columns, tn),
+			Fix:    fmt.Sprintf("to publish every column: ALTER PUBLICATION %s SET TABLE %s;", pub, tn)})
+	}
 	return nil
 }
 
@@ -302,10 +423,12 @@ func parseOptLSN(s *string) (outboxrelay.LSN, error) {
 }
 
 // CreatePublicationSQL is the statement the relay runs, or a DBA runs for it.
+// publish_via_partition_root makes a partitioned outbox's rows arrive under
+// its own name, whatever partition holds them, now and after new
+// partitions are attached.
 func CreatePublicationSQL(cfg Config) string {
-	schema, table := cfg.qualifiedTable()
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert');",
-		pgx.Identifier{cfg.Publication}.Sanitize(), pgx.Identifier{schema, table}.Sanitize())
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert', publish_via_partition_root = true);",
+		quoteIdent(cfg.Publication), cfg.tableName())
 }
 
 // CreateSlotSQL creates the slot; the publication must exist first.

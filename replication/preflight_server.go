@@ -131,19 +131,19 @@ func checkCapacity(ctx context.Context, conn *pgx.Conn, cfg Config, in *Inspecti
 		return nil
 	}
 	var super, canCreate, owner bool
-	schema, table := cfg.qualifiedTable()
+	tn := cfg.tableName()
 	err = conn.QueryRow(ctx, `
 		SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
 		       has_database_privilege(current_database(), 'CREATE'),
 		       coalesce((SELECT pg_has_role(current_user, c.relowner, 'USAGE')
 		                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		                 WHERE n.nspname = $1 AND c.relname = $2), false)`, schema, table).Scan(&super, &canCreate, &owner)
+		                 WHERE n.nspname = $1 AND c.relname = $2), false)`, tn.Schema, tn.Table).Scan(&super, &canCreate, &owner)
 	if err != nil {
 		return fmt.Errorf("read publication rights: %w", err)
 	}
 	add(Check{
 		Name: "publication rights", OK: super || (canCreate && owner),
-		Detail: fmt.Sprintf("publication %q is missing and this role cannot create it (it needs CREATE on the database and to own %s.%s)", cfg.Publication, schema, table),
+		Detail: fmt.Sprintf("publication %s is missing and this role cannot create it (it needs CREATE on the database and to own %s)", quoteIdent(cfg.Publication), tn),
 		Fix:    "have a DBA run: " + CreatePublicationSQL(cfg),
 	})
 	return nil

@@ -90,6 +90,15 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN
 	if err != nil {
 		return nil, 0, err
 	}
+	// A publication without publish_via_partition_root names a partitioned
+	// outbox's rows by partition. conn is busy reading the peek's rows, so
+	// the partitions are read up front.
+	tn := cfg.tableName()
+	if ob, found, err := lookupOutbox(ctx, conn, tn); err != nil {
+		return nil, 0, err
+	} else if found {
+		dec.MatchOutbox(newOutboxMatcher(tn, ob.relations, nil))
+	}
 	var uptoArg, nArg any
 	if upto != nil {
 		uptoArg = upto.String()
@@ -99,7 +108,7 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN
 	}
 	res, err := conn.Query(ctx, `
 		SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3::int,
-			'proto_version', '1', 'publication_names', $4)`, cfg.Slot, uptoArg, nArg, quoteIdentList(cfg.Publication))
+			'proto_version', '1', 'publication_names', $4)`, cfg.Slot, uptoArg, nArg, quoteIdent(cfg.Publication))
 	if err != nil {
 		return nil, 0, slotOpError(cfg.Slot, "peek", err)
 	}
@@ -146,12 +155,6 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN
 	return evs, rows, nil
 }
 
-// quoteIdentList quotes a publication name the way pgoutput parses
-// publication_names (a comma-separated identifier list).
-func quoteIdentList(name string) string {
-	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
-}
-
 // slotOpError names the fix for the usual refusals.
 func slotOpError(slot, op string, err error) error {
 	var pgErr *pgconn.PgError
@@ -188,8 +191,12 @@ func idleSlot(ctx context.Context, conn *pgx.Conn, slot, op string) (SlotInfo, e
 	return s, nil
 }
 
-// CheckAdvance refuses an advance of an active slot or to a position behind
-// its confirmed one, and returns the slot.
+// CheckAdvance refuses an advance of a missing or active slot, to a
+// position not past its confirmed one, or to a position past the server's
+// flushed WAL, and returns the slot. Postgres itself stops an advance at the
+// flushed WAL without a word, so a mistyped --to would skip every pending
+// event and leave a record raised ahead of the slot, where it hides the
+// next gap.
 func CheckAdvance(ctx context.Context, conn *pgx.Conn, slot string, to outboxrelay.LSN) (SlotInfo, error) {
 	s, err := idleSlot(ctx, conn, slot, "advance")
 	if err != nil {
@@ -201,28 +208,96 @@ func CheckAdvance(ctx context.Context, conn *pgx.Conn, slot string, to outboxrel
 			Fix:     "a slot only moves forward; give a later --to (outbox-relay slot peek shows the pending LSNs)",
 		}
 	}
+	flushed, err := flushedWAL(ctx, conn)
+	if err != nil {
+		return s, err
+	}
+	if to > flushed {
+		return s, &ConfigError{
+			Problem: fmt.Sprintf("advance: %s is past the server's flushed WAL %s (slot %q is at %s); nothing was moved", to, flushed, slot, s.ConfirmedFlush),
+			Fix:     fmt.Sprintf("check --to for a typo and give a position at or before %s (outbox-relay slot peek lists the pending events' commit positions)", flushed),
+		}
+	}
 	return s, nil
 }
 
+// flushedWAL is pg_current_wal_flush_lsn(): the end of the WAL a slot can
+// be advanced through.
+func flushedWAL(ctx context.Context, conn *pgx.Conn) (outboxrelay.LSN, error) {
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&s); err != nil {
+		return 0, fmt.Errorf("read the flushed WAL position: %w", err)
+	}
+	return parseLSN(s)
+}
+
 // AdvanceSlot moves an idle slot forward to `to` with
-// pg_replication_slot_advance, raising the relay's checkpoint record first
-// so the relay does not take the move for a gap. It returns where the slot
-// ended (Postgres stops at its flushed WAL).
+// pg_replication_slot_advance and returns where the slot ended. Postgres
+// cannot move a slot and write a row atomically (slot state is not
+// transactional), so the order keeps both halves of the record's contract
+// (record.go): the record is raised to `to` before the slot moves, so it is
+// never behind a position the tooling confirmed; and when the advance
+// fails with the slot where it was, the record is put back as it was, so a
+// refused move leaves no record ahead of the slot. CheckAdvance runs first:
+// a target past the flushed WAL is refused before anything is written.
 func AdvanceSlot(ctx context.Context, conn *pgx.Conn, slot string, to outboxrelay.LSN, movedBy string) (outboxrelay.LSN, error) {
-	if _, err := CheckAdvance(ctx, conn, slot, to); err != nil {
+	before, err := CheckAdvance(ctx, conn, slot, to)
+	if err != nil {
 		return 0, err
 	}
 	if err := EnsureCheckpointTable(ctx, conn); err != nil {
+		return 0, err
+	}
+	prev, hadRecord, err := ReadCheckpoint(ctx, conn, slot)
+	if err != nil {
 		return 0, err
 	}
 	if err := RaiseCheckpoint(ctx, conn, slot, to, movedBy); err != nil {
 		return 0, err
 	}
 	var end string
-	if err := conn.QueryRow(ctx, "SELECT end_lsn::text FROM pg_replication_slot_advance($1, $2::text::pg_lsn)", slot, to.String()).Scan(&end); err != nil {
-		return 0, slotOpError(slot, "advance", err)
+	err = conn.QueryRow(ctx, "SELECT end_lsn::text FROM pg_replication_slot_advance($1, $2::text::pg_lsn)", slot, to.String()).Scan(&end)
+	if err == nil {
+		return parseLSN(end)
 	}
-	return parseLSN(end)
+	err = slotOpError(slot, "advance", err)
+	if hadRecord && prev.LSN >= to {
+		return 0, err // the raise changed nothing
+	}
+	if rerr := restoreCheckpoint(ctx, conn, slot, before, prev, hadRecord, to, movedBy); rerr != nil {
+		return 0, fmt.Errorf("%w; then: %w", err, rerr)
+	}
+	return 0, err
+}
+
+// restoreCheckpoint undoes AdvanceSlot's raise of the record to raised
+// after a failed advance. It keeps the raised record when the slot moved
+// after all (the record must cover it), and leaves alone a record someone
+// else wrote since.
+func restoreCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, before SlotInfo, prev Checkpoint, hadRecord bool, raised outboxrelay.LSN, movedBy string) error {
+	// The failed advance may have been cancelled: put the record back anyway.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	const unmoved = `AND (SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1) = $2::text::pg_lsn
+		AND lsn = $3::text::pg_lsn AND moved_by = $4`
+	args := []any{slot, before.ConfirmedFlush.String(), raised.String(), movedBy}
+	quoted := "'" + strings.ReplaceAll(slot, "'", "''") + "'"
+	undo := "DELETE FROM " + CheckpointTable + " WHERE slot = " + quoted
+	var err error
+	if hadRecord {
+		undo = fmt.Sprintf("UPDATE %s SET lsn = '%s' WHERE slot = %s", CheckpointTable, prev.LSN, quoted)
+		_, err = conn.Exec(ctx, "UPDATE outbox_relay.checkpoint SET lsn = $5::text::pg_lsn, updated_at = $6, moved_by = $7 WHERE slot = $1 "+unmoved,
+			append(args, prev.LSN.String(), prev.UpdatedAt, prev.MovedBy)...)
+	} else {
+		_, err = conn.Exec(ctx, "DELETE FROM outbox_relay.checkpoint WHERE slot = $1 "+unmoved, args...)
+	}
+	if err != nil {
+		return &ConfigError{
+			Problem: fmt.Sprintf("put back the checkpoint record of slot %q, raised to %s for the failed advance: %v", slot, raised, err),
+			Fix:     fmt.Sprintf("if outbox-relay status still shows the slot at %s, run: %s", before.ConfirmedFlush, undo),
+		}
+	}
+	return nil
 }
 
 // PlanSkip decides what skipping event id means, given the pending events in

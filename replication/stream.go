@@ -84,7 +84,7 @@ func (s *Stream) StartPosition() outboxrelay.LSN { return outboxrelay.LSN(s.posi
 // failures worth a retry.
 func (s *Stream) Run(ctx context.Context) error {
 	defer close(s.out)
-	start, serverVersion, err := s.prepare(ctx)
+	start, in, err := s.prepare(ctx)
 	if err != nil {
 		return err
 	}
@@ -98,8 +98,8 @@ func (s *Stream) Run(ctx context.Context) error {
 		conn.Close(cctx)
 	}()
 
-	args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.cfg.Publication)}
-	if serverVersion >= 140000 {
+	args := []string{"proto_version '1'", publicationNamesArg(s.cfg.Publication)}
+	if in.ServerVersion >= 140000 {
 		args = append(args, "messages 'true'")
 	}
 	if err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, start, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
@@ -110,7 +110,9 @@ func (s *Stream) Run(ctx context.Context) error {
 	close(s.started)
 	s.log.Info().Str("slot", s.cfg.Slot).Str("lsn", start.String()).Msg("streaming")
 
-	err = s.stream(ctx, conn)
+	match, closeMatch := s.outboxMatcher(ctx, in)
+	defer closeMatch()
+	err = s.stream(ctx, conn, match)
 	if ctx.Err() == nil {
 		return err
 	}
@@ -157,23 +159,28 @@ func endCopy(conn *pgconn.PgConn) error {
 	}
 }
 
-func (s *Stream) prepare(ctx context.Context) (outboxrelay.LSN, int, error) {
+func (s *Stream) prepare(ctx context.Context) (outboxrelay.LSN, Inspection, error) {
 	conn, err := pgx.Connect(ctx, s.cfg.ConnString)
 	if err != nil {
-		return 0, 0, fmt.Errorf("connect to postgres: %w", err)
+		return 0, Inspection{}, fmt.Errorf("connect to postgres: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
 	in, err := Preflight(ctx, conn, s.cfg)
 	if err != nil {
-		return 0, 0, err
+		return 0, in, err
 	}
 	if err := in.Err(); err != nil {
-		return 0, 0, err
+		return 0, in, err
+	}
+	for _, c := range in.Checks {
+		if c.Warning && !c.OK {
+			s.log.Warn().Str("check", c.Name).Str("fix", c.Fix).Msg(c.Detail)
+		}
 	}
 	created, err := Setup(ctx, conn, s.cfg, in)
 	if err != nil {
-		return 0, 0, err
+		return 0, in, err
 	}
 	for _, c := range created {
 		s.log.Info().Str("created", c).Msg("created missing " + strings.Fields(c)[0])
@@ -181,13 +188,70 @@ func (s *Stream) prepare(ctx context.Context) (outboxrelay.LSN, int, error) {
 	slot := in.Slot
 	if len(created) > 0 {
 		if slot, err = ReadSlot(ctx, conn, s.cfg.Slot); err != nil {
-			return 0, 0, err
+			return 0, in, err
 		}
 	}
 	if slot.ActivePID != 0 {
-		return 0, 0, fmt.Errorf("slot %q held by PID %d: %w", s.cfg.Slot, slot.ActivePID, ErrSlotActive)
+		return 0, in, fmt.Errorf("slot %q held by PID %d: %w", s.cfg.Slot, slot.ActivePID, ErrSlotActive)
 	}
-	return slot.ConfirmedFlush, in.ServerVersion, nil
+	return slot.ConfirmedFlush, in, nil
+}
+
+// outboxMatcher recognises the outbox's relations for the decoder: by
+// name, by the ids preflight found (the table and its partitions) and, for
+// a partitioned outbox, by asking the server about a relation it has not
+// seen (a partition attached since). Relation messages are rare (once per
+// relation per session and after DDL), so the lookup costs nothing per row.
+func (s *Stream) outboxMatcher(ctx context.Context, in Inspection) (OutboxMatcher, func()) {
+	var conn *pgx.Conn
+	closeConn := func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}
+	tn := s.cfg.tableName()
+	lookup := func(relid uint32, namespace, name string) (bool, error) {
+		if conn == nil {
+			c, err := pgx.Connect(ctx, s.cfg.ConnString)
+			if err != nil {
+				return false, fmt.Errorf("connect to postgres to look up relation %s: %w", TableName{namespace, name}, err)
+			}
+			conn = c
+		}
+		var partition bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) WHERE relid = $2::oid::regclass)`,
+			relid, in.TableOID).Scan(&partition)
+		if err != nil {
+			return false, fmt.Errorf("look up whether %s is a partition of %s: %w", TableName{namespace, name}, tn, err)
+		}
+		return partition, nil
+	}
+	if !in.Partitioned {
+		lookup = nil
+	}
+	return newOutboxMatcher(tn, in.Relations, lookup), closeConn
+}
+
+// newOutboxMatcher matches tn by name and the relations by id; lookup, when
+// not nil, decides (once) about any other relation id.
+func newOutboxMatcher(tn TableName, relations []uint32, lookup OutboxMatcher) OutboxMatcher {
+	known := make(map[uint32]bool, len(relations))
+	for _, id := range relations {
+		known[id] = true
+	}
+	return func(relid uint32, namespace, name string) (bool, error) {
+		if namespace == tn.Schema && name == tn.Table {
+			return true, nil
+		}
+		if outbox, ok := known[relid]; ok || lookup == nil {
+			return outbox, nil
+		}
+		outbox, err := lookup(relid, namespace, name)
+		if err == nil {
+			known[relid] = outbox
+		}
+		return outbox, err
+	}
 }
 
 func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
@@ -209,7 +273,10 @@ func classifyStartError(slot string, err error) error {
 		switch pgErr.Code {
 		case "55006": // object_in_use: "replication slot ... is active for PID n"
 			return fmt.Errorf("%s: %w", pgErr.Message, ErrSlotActive)
-		case "42704": // undefined_object
+		case "42704": // undefined_object: the slot, or (while decoding) the publication
+			if strings.Contains(pgErr.Message, "publication") {
+				return &ConfigError{Problem: pgErr.Message, Fix: "create it with: outbox-relay setup (the name is taken as written, case included)"}
+			}
 			return &ConfigError{Problem: pgErr.Message, Fix: fmt.Sprintf("create it with: outbox-relay setup (or run %q)", "SELECT pg_create_logical_replication_slot('"+slot+"', 'pgoutput')")}
 		}
 	}
@@ -217,11 +284,12 @@ func classifyStartError(slot string, err error) error {
 }
 
 // stream is the receive loop. It returns ctx.Err() on cancellation.
-func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn) error {
+func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, match OutboxMatcher) error {
 	dec, err := NewDecoder(s.cfg, func(kind string) { s.metrics.skipped.WithLabelValues(kind).Inc() })
 	if err != nil {
 		return err
 	}
+	dec.MatchOutbox(match)
 	// The read deadline is the socket's, set only when the status timer
 	// moves, and cancellation pulls it to now: a context per message (what
 	// ReceiveMessage(ctx) needs) cost a tenth of the relay's CPU in a

@@ -66,10 +66,11 @@ func ValidTopic(topic string) error {
 	case topic == "." || topic == "..":
 		return fmt.Errorf("topic name %q is not allowed by Kafka", topic)
 	}
-	for i := 0; i < len(topic); i++ {
-		c := topic[i]
+	// By rune, so the message quotes the character the user wrote ('ü'),
+	// not its first byte.
+	for _, c := range topic {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("topic name %q has %q; Kafka allows only letters, digits, '.', '_' and '-'", topic, c)
+			return fmt.Errorf("topic name %q has %q; Kafka allows only ASCII letters, digits, '.', '_' and '-'", topic, c)
 		}
 	}
 	return nil

@@ -78,6 +78,22 @@ func DefaultConfig() Config {
 	}
 }
 
+// metadataBackoff is the wait between metadata retries.
+const metadataBackoff = 500 * time.Millisecond
+
+// retryBackoff is the wait before retry number retries of a batch: base,
+// doubling per retry, at most ceiling. sarama also calls it with retries 0
+// (a new record that found no leader), which waits base like retry 1; a
+// shift by retries-1 panicked there. Doubling stops at the ceiling, so no
+// count overflows.
+func retryBackoff(retries int, base, ceiling time.Duration) time.Duration {
+	d := base
+	for i := 1; i < retries && d < ceiling; i++ {
+		d *= 2
+	}
+	return max(min(d, ceiling), 0)
+}
+
 // saramaConfig builds the producer configuration and refuses anything
 // outside the safe set.
 func (c Config) saramaConfig() (*sarama.Config, error) {
@@ -92,7 +108,6 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	sc.Net.MaxOpenRequests = 1
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
-	sc.Producer.Partitioner = newPartitioner
 	sc.Producer.Flush.Frequency = c.Linger
 	if c.Linger > 0 {
 		sc.Producer.Flush.Bytes = c.BatchBytes
@@ -113,7 +128,7 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	// An unknown topic is final only after metadata retries; give a topic
 	// that is still being created (auto-create, a slow controller) ~5 s.
 	sc.Metadata.Retry.Max = 10
-	sc.Metadata.Retry.Backoff = 500 * time.Millisecond
+	sc.Metadata.Retry.Backoff = metadataBackoff
 
 	switch strings.ToLower(c.Compression) {
 	case "", "none":

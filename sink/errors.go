@@ -9,12 +9,17 @@ import (
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
+// ErrClosed is returned by Produce once Run is shutting down.
+var ErrClosed = errors.New("sink is closed")
+
 // DeliveryError is the final failure of one event, after sarama's retries.
 type DeliveryError struct {
 	EventID string
 	Topic   string
 	LSN     outboxrelay.LSN
-	Err     error
+	// CommitLSN is where the event's transaction commit record starts.
+	CommitLSN outboxrelay.LSN
+	Err       error
 	// Key and Value are the refused record's, so it can be copied to a
 	// dead-letter topic.
 	Key, Value []byte
@@ -56,6 +61,27 @@ func IsRetriable(err error) bool {
 		}
 	}
 	return true
+}
+
+// refusedByBroker reports whether err is a final refusal that may have come
+// back for a whole batch (see Sink: isolation). sarama's own checks before
+// sending (a ConfigurationError: too large for Producer.MaxMessageBytes)
+// are about one record and need no isolation.
+func refusedByBroker(err error) bool {
+	var ce sarama.ConfigurationError
+	return !IsRetriable(err) && !errors.As(err, &ce)
+}
+
+// PanicError is a panic recovered on one of the producer's goroutines. The
+// producer is not trusted after it: Run stops sending, returns the error,
+// and the relay reconnects with a new producer.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("kafka producer panicked: %v", e.Value)
 }
 
 // Advice names what an operator can do about an undeliverable error.

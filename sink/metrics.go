@@ -1,27 +1,39 @@
 package sink
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// topicsCapped ends the help of a metric with a topic label.
+var topicsCapped = fmt.Sprintf("; the first %d topics keep their name, later ones count as %q.", MaxTopicLabels, OtherTopics)
 
 // Metrics are the sink's instruments. Create them once per process and share
 // them across reconnects.
 type Metrics struct {
+	// topics bounds the topic label of produced and acked.
+	topics   *TopicLabels
 	produced *prometheus.CounterVec
 	acked    *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	retries  prometheus.Counter
-	latency  prometheus.Histogram
+	// isolations counts batches refused whole and resent one per request.
+	isolations prometheus.Counter
+	latency    prometheus.Histogram
 }
 
 // NewMetrics registers the sink's metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		topics: NewTopicLabels(MaxTopicLabels),
 		produced: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_relay_sink_produced_total",
-			Help: "Events handed to the Kafka producer, by topic (resends included).",
+			Help: "Events handed to the Kafka producer, by topic (resends included)" + topicsCapped,
 		}, []string{"topic"}),
 		acked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_relay_sink_acked_total",
-			Help: "Events acknowledged by Kafka (acks=all), by topic.",
+			Help: "Events acknowledged by Kafka (acks=all), by topic" + topicsCapped,
 		}, []string{"topic"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_relay_sink_errors_total",
@@ -31,6 +43,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "outbox_relay_sink_retries_total",
 			Help: "Batch retries inside the producer; growing means Kafka is refusing or unreachable.",
 		}),
+		isolations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_sink_batch_isolations_total",
+			Help: "Batches Kafka refused whole, whose records were resent one per request to find the one it refuses.",
+		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "outbox_relay_sink_commit_to_ack_seconds",
 			Help:    "Time from the Postgres commit of an event to its Kafka ack.",
@@ -38,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.produced, m.acked, m.errors, m.retries, m.latency)
+		reg.MustRegister(m.produced, m.acked, m.errors, m.retries, m.isolations, m.latency)
 	}
 	return m
 }

@@ -1,17 +1,23 @@
 package sink
 
-import "github.com/IBM/sarama"
+import (
+	"fmt"
+
+	"github.com/IBM/sarama"
+)
 
 // partitioner hashes the event's partition key with murmur2, as Kafka's
 // Java client does, so a Java or Debezium producer sending the same key
 // picks the same partition.
-type partitioner struct{}
+type partitioner struct{ s *Sink }
 
-func newPartitioner(string) sarama.Partitioner { return partitioner{} }
-
-func (partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
+func (p partitioner) Partition(m *sarama.ProducerMessage, n int32) (part int32, err error) {
+	defer p.s.recoverPanic(&err)
 	d, _ := m.Metadata.(*delivery)
-	if d == nil {
+	switch {
+	case n <= 0:
+		return 0, fmt.Errorf("sink: topic %q has no partitions", m.Topic)
+	case d == nil:
 		return 0, nil
 	}
 	return PartitionFor(d.partitionKey, n), nil

@@ -17,6 +17,13 @@ import (
 // A SCRAM client (RFC 5802, RFC 7677) for sarama, which leaves the
 // implementation to its users. Kept here so SCRAM needs no extra module.
 
+// maxSCRAMIterations caps the PBKDF2 work a broker can ask for. The count
+// comes from the server before it has proved anything; 2^31 iterations
+// would hold a CPU for many minutes per connection attempt. Kafka itself
+// accepts 4096 to 16384 (RFC 7677 asks for at least 4096); the cap leaves
+// room for other brokers.
+const maxSCRAMIterations = 100000
+
 var (
 	sha256Hash = sha256.New
 	sha512Hash = sha512.New
@@ -83,6 +90,10 @@ func (s *scram) final(serverFirst string) (string, error) {
 	n, err := strconv.Atoi(iter)
 	if err != nil || n < 1 {
 		return "", fmt.Errorf("SCRAM: bad iteration count %q", iter)
+	}
+	if n > maxSCRAMIterations {
+		return "", fmt.Errorf("SCRAM: the broker asks for %d iterations, more than the %d this client computes; "+
+			"Kafka stores 4096 to 16384, so the broker is misconfigured or hostile", n, maxSCRAMIterations)
 	}
 	salted, err := pbkdf2.Key(s.h, s.pass, salt, n, s.h().Size())
 	if err != nil {

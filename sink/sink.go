@@ -3,7 +3,6 @@ package sink
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,31 +17,51 @@ import (
 // producer, so it must return quickly and never block.
 type AckFunc func(token uint64, err error)
 
-// ErrClosed is returned by Produce once Run is shutting down.
-var ErrClosed = errors.New("sink is closed")
-
 // delivery rides along with each record.
 type delivery struct {
 	token        uint64
 	id           string
 	lsn          outboxrelay.LSN
+	commitLSN    outboxrelay.LSN
 	partitionKey []byte
 	commitTime   time.Time
 }
 
 // Sink is one Kafka producer session. Run may be called once.
+//
+// Isolation. Kafka accepts or refuses a partition's batch as one, and
+// sarama fails every record of a refused batch with the broker's error
+// (MESSAGE_TOO_LARGE against the topic's max.message.bytes, which bounds
+// the whole batch; INVALID_RECORD for one bad record among good ones). So a
+// refusal of a batching producer is not taken as final: the sink stops
+// that producer writing at once (its gate), before sarama can send the
+// partition's later records, and holds every record the producer then
+// fails. It resends them, in the order they were produced, through a
+// producer that puts one record in each request, reports each one's fate
+// (so only a record Kafka refuses alone is reported undeliverable, named
+// by its own event), and goes on with a new batching producer. Produce
+// waits meanwhile. Records acked before the refusal are not resent.
 type Sink struct {
-	cfg     *sarama.Config
+	cfg     *sarama.Config // each producer gets a copy with its own gate
 	brokers []string
 	onAck   AckFunc
 	log     zerolog.Logger
 	metrics *Metrics
+	panics  *Panics
+	// backoff and backoffMax bound the wait between retries of a batch.
+	backoff, backoffMax time.Duration
 
-	ready    chan struct{} // closed once the producer exists
-	closing  chan struct{} // closed when Run begins shutting down
-	stopped  chan struct{} // closed when Run returns
-	mu       sync.RWMutex  // Produce holds R while sending; shutdown takes W
-	producer sarama.AsyncProducer
+	ready   chan struct{}    // closed once the first producer exists
+	closing chan struct{}    // closed when Run begins shutting down
+	stopped chan struct{}    // closed when Run returns
+	panicCh chan *PanicError // the first panic recovered for this sink
+
+	// Produce holds mu's R while handing a record over; switching producers
+	// and shutting down take W, so no record is sent to a closed producer.
+	mu       sync.RWMutex
+	producer sarama.AsyncProducer // nil while a refused batch is resent
+	resumed  chan struct{}        // closed once producer is set again
+	retiring chan struct{}        // closed to make Produce let go of producer
 	closed   bool
 
 	lastRetryLog atomic.Int64 // unix nanos; retries are logged once per 10 s
@@ -59,7 +78,10 @@ func New(cfg Config, onAck AckFunc, opts ...Option) (*Sink, error) {
 	}
 	s := &Sink{
 		cfg: sc, brokers: cfg.Brokers, onAck: onAck, log: zerolog.Nop(),
+		backoff: cfg.RetryBackoff, backoffMax: cfg.RetryBackoffMax,
 		ready: make(chan struct{}), closing: make(chan struct{}), stopped: make(chan struct{}),
+		panicCh: make(chan *PanicError, 1),
+		resumed: make(chan struct{}), retiring: make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(s)
@@ -67,18 +89,24 @@ func New(cfg Config, onAck AckFunc, opts ...Option) (*Sink, error) {
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
 	}
-	base, ceiling := cfg.RetryBackoff, cfg.RetryBackoffMax
-	sc.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
-		// Runs on sarama's goroutines for each retry of a batch: the only
-		// sign of a Kafka outage while retries hold the partition in order.
-		s.metrics.retries.Inc()
-		now := time.Now().UnixNano()
-		if last := s.lastRetryLog.Load(); now-last > int64(10*time.Second) && s.lastRetryLog.CompareAndSwap(last, now) {
-			s.log.Warn().Int("retries", retries).Msg("kafka produce failing; retrying in order, the slot is not confirmed past it")
-		}
-		return min(base<<min(retries-1, 16), ceiling)
-	}
+	sc.Producer.Partitioner = func(string) sarama.Partitioner { return partitioner{s} }
 	return s, nil
+}
+
+// retryWait runs on sarama's goroutines for each retry of a batch (and for
+// a new record that finds no leader): the only sign of a Kafka outage
+// while retries hold the partition in order.
+func (s *Sink) retryWait(g *gate, retries int) time.Duration {
+	defer s.recoverPanic(nil)
+	if g.isClosed() {
+		return 0 // nothing can be sent any more: let sarama fail the rest fast
+	}
+	s.metrics.retries.Inc()
+	now := time.Now().UnixNano()
+	if last := s.lastRetryLog.Load(); now-last > int64(10*time.Second) && s.lastRetryLog.CompareAndSwap(last, now) {
+		s.log.Warn().Int("retries", retries).Msg("kafka produce failing; retrying in order, the slot is not confirmed past it")
+	}
+	return retryBackoff(retries, s.backoff, s.backoffMax)
 }
 
 // Ready is closed once the producer is connected.
@@ -87,63 +115,41 @@ func (s *Sink) Ready() <-chan struct{} { return s.ready }
 // Run connects the producer and reports every ack through the AckFunc
 // until ctx ends. It then closes the producer, still reporting the acks and
 // errors of records already handed over, and returns nil. It returns an
-// error if the brokers cannot be reached.
+// error if the brokers cannot be reached, or a *PanicError once a panic
+// was recovered on the producer's goroutines (it then waits at most the
+// configured Timeout for the producer to close, and sends nothing more).
 func (s *Sink) Run(ctx context.Context) error {
 	defer close(s.stopped)
-	p, err := sarama.NewAsyncProducer(s.brokers, s.cfg)
-	if err != nil {
-		return fmt.Errorf("connect to kafka %v: %w", s.brokers, err)
+	if s.cfg.Net.SASL.Enable && s.cfg.Net.SASL.Mechanism == sarama.SASLTypePlaintext && !s.cfg.Net.TLS.Enable {
+		s.log.Warn().Msg("SASL PLAIN without TLS: the Kafka password crosses the network in clear text; enable TLS.Enabled (--kafka-tls)")
 	}
-	s.producer = p
+	pr, err := s.connect(false)
+	if err != nil {
+		return err
+	}
+	if s.panics != nil {
+		s.panics.add(s)
+		defer s.panics.remove(s)
+	}
+	s.use(pr.p)
 	close(s.ready)
-
-	successes, errs := p.Successes(), p.Errors()
-	closing := ctx.Done()
-	for successes != nil || errs != nil {
-		select {
-		case m, ok := <-successes:
-			if !ok {
-				successes = nil
-				continue
-			}
-			d := m.Metadata.(*delivery)
-			s.metrics.acked.WithLabelValues(m.Topic).Inc()
-			s.metrics.latency.Observe(time.Since(d.commitTime).Seconds())
-			s.onAck(d.token, nil)
-		case pe, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			d := pe.Msg.Metadata.(*delivery)
-			kind := "retriable"
-			if !IsRetriable(pe.Err) {
-				kind = "undeliverable"
-			}
-			s.metrics.errors.WithLabelValues(kind).Inc()
-			s.onAck(d.token, &DeliveryError{EventID: d.id, Topic: pe.Msg.Topic, LSN: d.lsn, Err: pe.Err,
-				Key: encoded(pe.Msg.Key), Value: encoded(pe.Msg.Value)})
-		case <-closing:
-			closing = nil
-			close(s.closing)
-			// Off this goroutine: a Produce holding the read lock may be
-			// waiting for sarama, which waits for this loop to drain acks.
-			go func() {
-				s.mu.Lock()
-				s.closed = true
-				s.mu.Unlock()
-				p.AsyncClose()
-			}()
+	for {
+		held, err := s.drain(ctx, pr)
+		if err != nil || len(held) == 0 {
+			return err
+		}
+		if pr, err = s.isolate(ctx, held); err != nil || pr == nil {
+			return err
 		}
 	}
-	return nil
 }
 
 // Produce hands ev to the producer. It blocks while the producer's buffer is
-// full, until ctx ends, or until Run stops. The token comes back through
-// the AckFunc. Call it from one goroutine, in WAL order: records keep their
-// order only among one goroutine's calls. A second goroutine may produce to
-// other topics concurrently (the relay's dead-letter copies do).
+// full or a refused batch is resent, until ctx ends, or until Run stops.
+// The token comes back through the AckFunc. Call it from one goroutine, in
+// WAL order: records keep their order only among one goroutine's calls. A
+// second goroutine may produce to other topics concurrently (the relay's
+// dead-letter copies do).
 func (s *Sink) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) error {
 	select {
 	case <-s.ready:
@@ -153,19 +159,42 @@ func (s *Sink) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64)
 		return ctx.Err()
 	}
 	msg := NewRecord(ev, token)
+	for {
+		resumed, err := s.handOver(ctx, msg)
+		if resumed == nil {
+			return err
+		}
+		select {
+		case <-resumed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closing:
+			return ErrClosed
+		}
+	}
+}
+
+// handOver gives msg to the current producer. While there is none, it
+// returns the channel closed when there is one again.
+func (s *Sink) handOver(ctx context.Context, msg *sarama.ProducerMessage) (<-chan struct{}, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
+	switch {
+	case s.closed:
+		return nil, ErrClosed
+	case s.producer == nil:
+		return s.resumed, nil
 	}
 	select {
 	case s.producer.Input() <- msg:
-		s.metrics.produced.WithLabelValues(ev.Topic).Inc()
-		return nil
+		s.metrics.produced.WithLabelValues(s.metrics.topics.Label(msg.Topic)).Inc()
+		return nil, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-s.closing:
-		return ErrClosed
+		return nil, ErrClosed
+	case <-s.retiring:
+		return s.resumed, nil
 	}
 }
 
@@ -179,7 +208,7 @@ func NewRecord(ev *outboxrelay.Event, token uint64) *sarama.ProducerMessage {
 	r := &record{
 		key: sarama.ByteEncoder(ev.Key), value: sarama.ByteEncoder(ev.Value),
 		delivery: delivery{
-			token: token, id: ev.ID, lsn: ev.LSN,
+			token: token, id: ev.ID, lsn: ev.LSN, commitLSN: ev.CommitLSN,
 			partitionKey: ev.PartitionKey, commitTime: ev.CommitTime,
 		},
 	}

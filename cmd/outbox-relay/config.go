@@ -52,15 +52,15 @@ func (o *options) registerOutput(fs *flag.FlagSet) {
 // registerGap adds the daemon's way past a reported gap.
 func (o *options) registerGap(fs *flag.FlagSet) {
 	fs.BoolVar(&o.acceptGap, "accept-gap", false, "start even though the slot skipped events behind the relay's back (see docs/operations.md, 'Gap report'); "+
-		"applies to one gap, pass it on the command line once rather than in the environment")
+		"applies to one gap: pass it on the command line, once (refused from the environment and --config)")
 }
 
 // registerPG adds the connection, table and routing flags every command shares.
 func (o *options) registerPG(fs *flag.FlagSet) {
 	fs.StringVar(&o.configFile, "config", "", "YAML file of flag values (keys are flag names)")
 	fs.StringVar(&o.pg.ConnString, "pg-url", "", "Postgres libpq URL (required); the relay adds replication=database itself")
-	fs.StringVar(&o.pg.Table, "table", o.pg.Table, "outbox table, schema-qualified")
-	fs.StringVar(&o.pg.Publication, "publication", o.pg.Publication, "publication to stream (created FOR TABLE <table> WITH (publish = 'insert') if missing)")
+	fs.StringVar(&o.pg.Table, "table", o.pg.Table, "outbox table as schema.table, names as written (case kept); double-quote a part holding a dot: \"my.schema\".outbox")
+	fs.StringVar(&o.pg.Publication, "publication", o.pg.Publication, "publication to stream, name as written (created FOR TABLE <table> WITH (publish = 'insert', publish_via_partition_root = true) if missing)")
 	fs.StringVar(&o.pg.Slot, "slot", o.pg.Slot, "logical replication slot (pgoutput; created if missing)")
 	fs.StringVar(&o.pg.Routing.Topic, "topic", o.pg.Routing.Topic, "topic template; {column} is replaced by the row's value")
 	fs.StringVar(&o.pg.Routing.KeyColumn, "key-column", o.pg.Routing.KeyColumn, "column used as the message key (the event id: the idempotency key)")
@@ -69,7 +69,7 @@ func (o *options) registerPG(fs *flag.FlagSet) {
 	fs.StringVar(&o.pg.Columns.AggregateType, "aggregate-type-column", o.pg.Columns.AggregateType, "aggregate type column")
 	fs.StringVar(&o.pg.Columns.AggregateID, "aggregate-id-column", o.pg.Columns.AggregateID, "aggregate id column")
 	fs.StringVar(&o.pg.Columns.EventType, "event-type-column", o.pg.Columns.EventType, "event type column")
-	fs.StringVar(&o.pg.Columns.Payload, "payload-column", o.pg.Columns.Payload, "payload column (jsonb, json, text or bytea)")
+	fs.StringVar(&o.pg.Columns.Payload, "payload-column", o.pg.Columns.Payload, "payload column (jsonb, json, text, varchar or bytea)")
 	fs.StringVar(&o.pg.Columns.Headers, "headers-column", o.pg.Columns.Headers, "jsonb column whose string entries become record headers; '' for none")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn, error")
@@ -110,8 +110,18 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for /metrics, /healthz and /readyz; '' disables")
 }
 
+// consentFlags are the operator's one-time consents. They are read from the
+// command line only: in the environment or a config file they would outlive
+// the one decision they were typed for (a deployment restarting with
+// --accept-gap accepts every later gap unseen).
+var consentFlags = map[string]bool{"accept-gap": true, "yes": true}
+
+// listFlags take comma-separated values; only they accept a YAML list.
+var listFlags = map[string]bool{"kafka-brokers": true}
+
 // parse applies, in rising precedence, the file, the environment and the
 // command line. Unknown file keys are errors: a typo must not pass silently.
+// So are consent flags anywhere but on the command line.
 func parse(fs *flag.FlagSet, o *options, args []string, getenv func(string) string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { printFlags(fs, stderr) }
@@ -133,36 +143,73 @@ func parse(fs *flag.FlagSet, o *options, args []string, getenv func(string) stri
 			o.configFile = v
 		}
 	}
-	file := map[string]string{}
+	file := map[string]fileValue{}
 	if o.configFile != "" {
 		var err error
 		if file, err = readConfigFile(o.configFile); err != nil {
 			return err
 		}
 	}
-	var errs []error
-	for k := range file {
-		if fs.Lookup(k) == nil {
-			errs = append(errs, fmt.Errorf("%s: unknown key %q", o.configFile, k))
-		}
-	}
+	errs := checkFileKeys(fs, o.configFile, file)
 	fs.VisitAll(func(f *flag.Flag) {
+		if consentFlags[f.Name] {
+			if _, ok := getenvOK(getenv, envName(f.Name)); ok {
+				errs = append(errs, fmt.Errorf("environment variable %s: --%s is a one-time consent, read only from the command line; unset %[1]s and pass --%[2]s on the command line",
+					envName(f.Name), f.Name))
+			}
+			return
+		}
 		if set[f.Name] || f.Name == "config" {
 			return
 		}
 		v, ok := getenvOK(getenv, envName(f.Name))
 		src := "environment variable " + envName(f.Name)
 		if !ok {
-			v, ok = file[f.Name]
-			src = o.configFile + " key " + f.Name
+			var fv fileValue
+			fv, ok = file[f.Name]
+			v, src = fv.text, o.configFile+" key "+f.Name
 		}
 		if ok {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", src, err))
+				errs = append(errs, fmt.Errorf("%s: invalid value %q: %w%s", src, v, err, boolHint(f)))
 			}
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// checkFileKeys refuses, in file order, unknown keys, keys that may not
+// come from a file and values that are not a single value.
+func checkFileKeys(fs *flag.FlagSet, path string, file map[string]fileValue) []error {
+	keys := make([]string, 0, len(file))
+	for k := range file {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return file[keys[i]].line < file[keys[j]].line })
+	var errs []error
+	for _, k := range keys {
+		v := file[k]
+		switch {
+		case fs.Lookup(k) == nil:
+			errs = append(errs, fmt.Errorf("%s: line %d: unknown key %q (keys are the flag names of this command)", path, v.line, k))
+		case consentFlags[k]:
+			errs = append(errs, fmt.Errorf("%s key %s (line %d): --%[2]s is a one-time consent, read only from the command line; remove the key and pass --%[2]s on the command line", path, k, v.line))
+		case k == "config":
+			errs = append(errs, fmt.Errorf("%s key config (line %d): a config file cannot name another; remove the key", path, v.line))
+		case v.err != nil:
+			errs = append(errs, fmt.Errorf("%s key %s (line %d): %w", path, k, v.line, v.err))
+		}
+	}
+	return errs
+}
+
+// boolHint names the accepted spellings when a boolean flag refuses a
+// value (YAML 1.1's yes/no/on/off are not among them).
+func boolHint(f *flag.Flag) string {
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return " (write true or false)"
+	}
+	return ""
 }
 
 func getenvOK(getenv func(string) string, k string) (string, bool) {
@@ -175,36 +222,110 @@ func envName(flagName string) string {
 	return "OUTBOX_RELAY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-func readConfigFile(path string) (map[string]string, error) {
+// fileValue is one key of a config file: the value's text, or why it has
+// none.
+type fileValue struct {
+	text string
+	line int
+	err  error
+}
+
+// readConfigFile reads a YAML mapping of flag names to values. A value is
+// taken as written: the scalar's text after YAML's quoting and escapes,
+// never the number, date or boolean YAML would resolve it to, so that
+// `slot: 0123` names the slot "0123" (not 83) and `kafka-sasl-password:
+// 0x1F` is that password. The flag package then parses the text as it
+// parses the command line. A value that is not one scalar (a mapping, a
+// list where the flag takes one value, null) is an error for its key.
+func readConfigFile(path string) (map[string]fileValue, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config file: %w", err)
 	}
-	var raw map[string]any
-	if err := yaml.Unmarshal(b, &raw); err != nil {
-		return nil, fmt.Errorf("config file %s: %w", path, err)
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("parse config file %s: %w", path, err)
 	}
-	out := make(map[string]string, len(raw))
-	for k, v := range raw {
-		k = strings.ReplaceAll(k, "_", "-")
-		switch v := v.(type) {
-		case []any:
-			parts := make([]string, len(v))
-			for i, p := range v {
-				parts[i] = fmt.Sprint(p)
-			}
-			out[k] = strings.Join(parts, ",")
-		case nil:
-			out[k] = ""
-		default:
-			out[k] = fmt.Sprint(v)
+	out := map[string]fileValue{}
+	if len(doc.Content) == 0 { // empty, or only comments
+		return out, nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("config file %s: line %d: want a mapping of flag names to values (like `slot: outbox_relay`), not %s", path, root.Line, kindName(root))
+	}
+	var errs []error
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		kn, vn := root.Content[i], root.Content[i+1]
+		if kn.Kind != yaml.ScalarNode {
+			errs = append(errs, fmt.Errorf("config file %s: line %d: a key must be a flag name, not %s", path, kn.Line, kindName(kn)))
+			continue
 		}
+		k := strings.ReplaceAll(kn.Value, "_", "-")
+		if prev, dup := out[k]; dup {
+			errs = append(errs, fmt.Errorf("%s key %s: given twice (lines %d and %d); keep one", path, k, prev.line, kn.Line))
+			continue
+		}
+		text, err := valueText(k, vn)
+		out[k] = fileValue{text: text, line: kn.Line, err: err}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
+}
+
+// valueText is the text of a key's value: a scalar as written, or a list
+// joined with commas for a flag that takes a list.
+func valueText(key string, n *yaml.Node) (string, error) {
+	if n.Kind == yaml.SequenceNode && listFlags[key] {
+		parts := make([]string, len(n.Content))
+		for i, item := range n.Content {
+			if item.Kind == yaml.AliasNode && item.Alias != nil {
+				item = item.Alias
+			}
+			if item.Kind != yaml.ScalarNode || item.ShortTag() == "!!null" {
+				return "", fmt.Errorf("item %d of the list is not a single value: write one value per item", i+1)
+			}
+			parts[i] = item.Value
+		}
+		return strings.Join(parts, ","), nil
+	}
+	return scalarText(key, n)
+}
+
+// scalarText is a scalar's text as written; anything else is refused
+// with the way to write what was probably meant.
+func scalarText(key string, n *yaml.Node) (string, error) {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	switch {
+	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" && n.Value == "":
+		return "", fmt.Errorf("has no value: write %s: \"\" for an empty value, or remove the key for the default", key)
+	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null":
+		return "", fmt.Errorf("is %s, which YAML reads as null: quote it (%s: \"%[1]s\") if you mean that text, write %[2]s: \"\" for an empty value, or remove the key for the default", n.Value, key)
+	case n.Kind == yaml.ScalarNode:
+		return n.Value, nil
+	case n.Kind == yaml.SequenceNode:
+		return "", fmt.Errorf("is a YAML list, but --%s takes one value: write one value, quoted if it starts with [ (%s: \"[...]\")", key, key)
+	default:
+		return "", fmt.Errorf("is %s, but --%s takes one value: write one value, quoted if it starts with { (%s: \"{...}\")", kindName(n), key, key)
+	}
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a YAML mapping"
+	case yaml.SequenceNode:
+		return "a YAML list"
+	case yaml.AliasNode:
+		return "a YAML alias"
+	default:
+		return "a single value"
+	}
 }
 
 func printFlags(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintf(w, "Usage: outbox-relay %s [flags]\n\nFlags (each also OUTBOX_RELAY_<NAME> in the environment or <name> in --config):\n", fs.Name())
+	fmt.Fprintf(w, "Usage: outbox-relay %s [flags]\n\nFlags (each also OUTBOX_RELAY_<NAME> in the environment or <name> in --config, unless command line only):\n", fs.Name())
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	sort.Strings(names)
@@ -214,7 +335,11 @@ func printFlags(fs *flag.FlagSet, w io.Writer) {
 		if def == "" {
 			def = `""`
 		}
-		fmt.Fprintf(w, "  --%s\n        %s (default %s; env %s)\n", n, f.Usage, def, envName(n))
+		where := "env " + envName(n)
+		if consentFlags[n] {
+			where = "command line only"
+		}
+		fmt.Fprintf(w, "  --%s\n        %s (default %s; %s)\n", n, f.Usage, def, where)
 	}
 }
 

@@ -6,12 +6,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/IBM/sarama"
+	"github.com/outbox-relay/outbox-relay/sink"
 	"io"
 	"os"
 	"os/signal"
 	"sort"
 	"syscall"
 )
+
+// panicsKey carries main's *sink.Panics to runRelay: sarama's panic hook is
+// a process global that only main may set, while tests call run in-process,
+// many at once, without it.
+type panicsKey struct{}
 
 // errUsage marks command-line mistakes; main exits 2 for them.
 var errUsage = errors.New("usage")
@@ -23,6 +30,12 @@ func main() {
 		// Restore the default action: a second signal exits at once.
 		stop()
 	}()
+	// sarama recovers panics on its own goroutines only through this
+	// process global, so it is set here, once, before anything runs; the
+	// sinks turn a panic into a session error.
+	panics := sink.NewPanics()
+	sarama.PanicHandler = panics.Handle
+	ctx = context.WithValue(ctx, panicsKey{}, panics)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	switch {
@@ -89,5 +102,6 @@ func usage(w io.Writer, cmds map[string]command) {
 		fmt.Fprintf(w, "  %-14s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nEvery flag can also be set as OUTBOX_RELAY_<FLAG> (e.g. OUTBOX_RELAY_PG_URL) or in a YAML file (--config);")
-	fmt.Fprintln(w, "flags win over the environment, which wins over the file.")
+	fmt.Fprintln(w, "flags win over the environment, which wins over the file. The consents --accept-gap and --yes")
+	fmt.Fprintln(w, "are read from the command line only.")
 }

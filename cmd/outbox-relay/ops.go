@@ -145,10 +145,6 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 		r.Gap = &gapView{Kind: gap.Kind, From: lsnText(gap.From), To: lsnText(gap.To), Description: gap.Describe()}
 		r.Problems = append(r.Problems, "gap: "+gap.Describe()+"; see docs/operations.md, 'Gap report'")
 	}
-	schema, table, _ := strings.Cut(o.pg.Table, ".")
-	if table == "" {
-		schema, table = "public", o.pg.Table
-	}
 	switch {
 	case !st.Exists:
 		r.Problems = append(r.Problems, fmt.Sprintf("slot %q does not exist (create it with: outbox-relay setup)", o.pg.Slot))
@@ -157,13 +153,14 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	case st.WALStatus == "unreserved":
 		r.Problems = append(r.Problems, "slot wal_status is 'unreserved': it is about to be lost (max_slot_wal_keep_size); see docs/operations.md, 'WAL growing'")
 	}
-	switch {
-	case !pub.Exists:
-		r.Problems = append(r.Problems, fmt.Sprintf("publication %q does not exist (create it with: outbox-relay setup)", o.pg.Publication))
-	case !pub.AllTables && !contains(pub.Tables, schema+"."+table):
-		r.Problems = append(r.Problems, fmt.Sprintf("publication %q does not include %s.%s", o.pg.Publication, schema, table))
-	case !contains(pub.Operations, "insert"):
-		r.Problems = append(r.Problems, fmt.Sprintf("publication %q does not publish inserts", o.pg.Publication))
+	checks, err := replication.PublicationChecks(ctx, conn, o.pg)
+	if err != nil {
+		return err
+	}
+	for _, c := range checks {
+		if !c.OK && !c.Warning {
+			r.Problems = append(r.Problems, c.Detail+" ("+c.Fix+")")
+		}
 	}
 
 	err = emit(o, stdout, r, func(w io.Writer) { printStatus(w, r) })

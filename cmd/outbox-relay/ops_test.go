@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,27 +103,44 @@ func (f *fixture) start(ctx context.Context, t *testing.T, extra ...string) *dae
 	d := &daemon{log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { d.done <- run(rctx, args, noEnv, io.Discard, d.log) }()
 	t.Cleanup(func() { _ = d.stop() })
-	for d.addr == "" {
-		sc := bufio.NewScanner(strings.NewReader(d.log.String()))
-		for sc.Scan() {
-			var line struct{ Addr, Message string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && strings.HasPrefix(line.Message, "serving /metrics") {
-				d.addr = line.Addr
-			}
-		}
-		if d.addr != "" {
-			break
-		}
+	// Wait until the relay serves HTTP or has exited, whichever comes
+	// first: a relay that refuses to start (a gap) logs its serving line
+	// and exits at once, and the caller waits for that exit (waitExit).
+	// Look for the exit before reading the log: every line is written
+	// before run returns, so a log read after the exit is complete.
+	// (Regression: the exit was looked for after, and a relay that served
+	// and exited between the two reads failed the test as "exited before
+	// serving HTTP", about one run in four on a loaded machine.)
+	for {
+		exited := false
 		select {
 		case err := <-d.done:
-			d.done <- err
-			t.Fatalf("relay exited before serving HTTP: %v\n%s", err, d.log.String())
+			d.done <- err // for waitExit and stop
+			exited = true
+		default:
+		}
+		if d.addr = servingAddr(d.log.String()); d.addr != "" || exited {
+			return d
+		}
+		select {
 		case <-ctx.Done():
 			t.Fatalf("relay never served HTTP:\n%s", d.log.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return d
+}
+
+// servingAddr is the address in the relay's "serving /metrics" log line,
+// or "" before it.
+func servingAddr(logText string) string {
+	sc := bufio.NewScanner(strings.NewReader(logText))
+	for sc.Scan() {
+		var line struct{ Addr, Message string }
+		if json.Unmarshal(sc.Bytes(), &line) == nil && strings.HasPrefix(line.Message, "serving /metrics") {
+			return line.Addr
+		}
+	}
+	return ""
 }
 
 // stop cancels the relay (a graceful shutdown) and returns run's error.
@@ -136,6 +155,9 @@ func (d *daemon) stop() error {
 
 func (d *daemon) get(t *testing.T, path string) (int, string) {
 	t.Helper()
+	if d.addr == "" {
+		t.Fatalf("GET %s: the relay exited without serving HTTP:\n%s", path, d.log.String())
+	}
 	resp, err := http.Get("http://" + d.addr + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
@@ -157,6 +179,9 @@ func (d *daemon) waitExit(ctx context.Context, t *testing.T) error {
 		case <-ctx.Done():
 			t.Fatalf("relay neither stopped nor streamed:\n%s", d.log.String())
 		case <-time.After(20 * time.Millisecond):
+		}
+		if d.addr == "" {
+			continue // it never served: nothing to ask
 		}
 		resp, err := http.Get("http://" + d.addr + "/readyz")
 		if err == nil {
@@ -334,6 +359,27 @@ func TestPreflightNamesTheFix(t *testing.T) {
 			}
 		})
 	}
+
+	// Regression: preflight compared format_type's display name and refused
+	// a varchar(n) payload ("has type character varying(2000); use ...
+	// varchar"). A PG15 row filter on the outbox is reported, not hidden.
+	t.Run("varchar payload and a row filter", func(t *testing.T) {
+		if _, err := f.Pool.Exec(ctx, `CREATE TABLE outbox_v (LIKE outbox INCLUDING ALL);
+			ALTER TABLE outbox_v ALTER COLUMN payload TYPE varchar(2000);
+			CREATE PUBLICATION pub_filtered FOR TABLE outbox_v WHERE (aggregate_type <> 'internal') WITH (publish = 'insert')`); err != nil {
+			t.Fatal(err)
+		}
+		var out, errOut bytes.Buffer
+		err := run(ctx, []string{"preflight", "--pg-url", f.URL, "--slot", f.slot, "--table", "outbox_v", "--publication", "pub_filtered"}, noEnv, &out, &errOut)
+		if err != nil {
+			t.Fatalf("preflight refused a varchar(2000) payload: %v\n%s", err, out.String())
+		}
+		for _, w := range []string{"WARN", "row filter", "aggregate_type <> 'internal'"} {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("preflight output lacks %q:\n%s", w, out.String())
+			}
+		}
+	})
 
 	t.Run("wal_level replica", func(t *testing.T) {
 		replica := pgtest.New(t, pgtest.Options{WALLevel: "replica"})
@@ -681,5 +727,206 @@ func TestMetricsAndReadiness(t *testing.T) {
 	standby.waitReady(ctx, t)
 	if err := standby.stop(); err != nil {
 		t.Fatalf("standby: %v", err)
+	}
+}
+
+// checkpointRow is the relay's record of one slot as stored.
+type checkpointRow struct {
+	Exists    bool
+	LSN       string
+	UpdatedAt time.Time
+	MovedBy   string
+}
+
+func (f *fixture) record(ctx context.Context, t *testing.T) checkpointRow {
+	t.Helper()
+	var r checkpointRow
+	err := f.Pool.QueryRow(ctx, "SELECT lsn::text, updated_at, moved_by FROM outbox_relay.checkpoint WHERE slot = $1", f.slot).Scan(&r.LSN, &r.UpdatedAt, &r.MovedBy)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r
+	}
+	if err != nil {
+		t.Fatalf("read the relay's record: %v", err)
+	}
+	r.Exists = true
+	return r
+}
+
+func (f *fixture) flushedLSN(ctx context.Context, t *testing.T) pglogrepl.LSN {
+	t.Helper()
+	var s string
+	if err := f.Pool.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	lsn, err := pglogrepl.ParseLSN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
+// `slot advance --to` was not capped: Postgres silently stops an advance at
+// its flushed WAL, so a mistyped LSN skipped every pending event while the
+// checkpoint record was raised to the typo, ahead of the slot, where it hid
+// any later gap until the WAL caught up with it.
+func TestSlotAdvanceRefusesPositionsPastTheFlushedWAL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f := newFixture(t)
+	if out, err := f.cli(ctx, "setup"); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	pending, _ := f.insert(ctx, "order")
+	f.flushWAL(ctx, t)
+	slot, rec := f.Confirmed(ctx, f.slot), f.record(ctx, t)
+	flushed := f.flushedLSN(ctx, t)
+	typo := flushed + 1<<32 // 0/16B3748 typed as 1/16B3748
+
+	inError := regexp.MustCompile(`past the server's flushed WAL (\S+) `)
+	for _, args := range [][]string{{"--to", typo.String()}, {"--to", typo.String(), "--yes"}} {
+		_, err := f.cli(ctx, append([]string{"slot advance"}, args...)...)
+		if err == nil || errors.Is(err, errNeedYes) {
+			t.Fatalf("slot advance %v: %v, want a refusal", args, err)
+		}
+		msg := err.Error()
+		m := inError.FindStringSubmatch(msg)
+		if m == nil || !strings.Contains(msg, typo.String()) || !strings.Contains(msg, "--to") {
+			t.Fatalf("slot advance %v: the refusal does not name the target, the flushed WAL and the fix: %v", args, err)
+		}
+		if named, err := pglogrepl.ParseLSN(m[1]); err != nil || named < flushed || named >= typo {
+			t.Errorf("the refusal names %s as the flushed WAL; it was %s when the test read it", m[1], flushed)
+		}
+	}
+	if got := f.Confirmed(ctx, f.slot); got != slot {
+		t.Fatalf("the refused advance moved the slot from %s to %s", slot, got)
+	}
+	if got := f.record(ctx, t); got != rec {
+		t.Fatalf("the refused advance changed the record from %+v to %+v", rec, got)
+	}
+
+	// A position within the flushed WAL moves the slot, and the record with it.
+	out, err := f.cli(ctx, "slot peek", "--output", "json")
+	if err != nil {
+		t.Fatalf("slot peek: %v\n%s", err, out)
+	}
+	var peek peekReport
+	if err := json.Unmarshal([]byte(out), &peek); err != nil || len(peek.Events) != 1 {
+		t.Fatalf("peek: %v\n%s", err, out)
+	}
+	end := peek.Events[0].CommitEndLSN
+	out, err = f.cli(ctx, "slot advance", "--to", end, "--yes", "--output", "json")
+	if err != nil {
+		t.Fatalf("slot advance --to %s: %v\n%s", end, err, out)
+	}
+	var mv moveReport
+	if err := json.Unmarshal([]byte(out), &mv); err != nil || !mv.Applied || mv.To != end || len(mv.Skipped) != 1 || mv.Skipped[0].ID != pending[0].ID {
+		t.Fatalf("advance reported %v %+v, want event %s skipped up to %s", err, mv, pending[0].ID, end)
+	}
+	if got := f.Confirmed(ctx, f.slot).String(); got != end {
+		t.Errorf("slot at %s after the advance, want %s", got, end)
+	}
+	if got := f.record(ctx, t); got.LSN != end || got.MovedBy != replication.MovedByAdvance {
+		t.Errorf("record after the advance is %+v, want %s by %q", got, end, replication.MovedByAdvance)
+	}
+}
+
+// `slot advance` raised the checkpoint record before the advance and left
+// it raised when Postgres refused the advance: the record stood ahead of the
+// slot, and a later move of the slot behind the relay's back up to that
+// position went unreported.
+func TestFailedSlotAdvanceLeavesTheRecord(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f := newFixture(t)
+	if out, err := f.cli(ctx, "setup"); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	f.insert(ctx, "order")
+	f.flushWAL(ctx, t)
+	target := f.flushedLSN(ctx, t)
+	slot := f.Confirmed(ctx, f.slot)
+
+	// A role that may write the record but not use replication slots: every
+	// check before the advance passes, the advance itself is refused.
+	role := "noslot_" + f.slot
+	if _, err := f.Pool.Exec(ctx, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN; GRANT USAGE ON SCHEMA outbox_relay TO %[1]s;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay.checkpoint TO %[1]s`, role)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, strings.Replace(f.URL, "postgres@", role+"@", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	for _, c := range []struct{ name, setup string }{
+		{"record below the target", ""},
+		{"no record yet", "DELETE FROM outbox_relay.checkpoint"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.setup != "" {
+				if _, err := f.Pool.Exec(ctx, c.setup); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec := f.record(ctx, t)
+			_, err := replication.AdvanceSlot(ctx, conn, f.slot, target, replication.MovedByAdvance)
+			if err == nil || !strings.Contains(err.Error(), "REPLICATION") {
+				t.Fatalf("advance by a role without REPLICATION: %v, want a refusal naming the attribute", err)
+			}
+			if got := f.Confirmed(ctx, f.slot); got != slot {
+				t.Fatalf("the slot moved from %s to %s", slot, got)
+			}
+			if got := f.record(ctx, t); got != rec {
+				t.Fatalf("the failed advance left the record at %+v; it was %+v", got, rec)
+			}
+		})
+	}
+}
+
+// partitionedOutboxSQL is the default outbox split by aggregate type, with a
+// publication a DBA made without publish_via_partition_root: pgoutput then
+// names the rows by partition.
+const partitionedOutboxSQL = `
+CREATE TABLE outbox (
+    id uuid NOT NULL DEFAULT gen_random_uuid(), aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+    event_type text NOT NULL, payload jsonb NOT NULL, headers jsonb, created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (id, aggregate_type)
+) PARTITION BY LIST (aggregate_type);
+CREATE TABLE outbox_order PARTITION OF outbox FOR VALUES IN ('order');
+CREATE TABLE outbox_other PARTITION OF outbox DEFAULT;
+CREATE PUBLICATION outbox_relay FOR TABLE outbox WITH (publish = 'insert');`
+
+// Regression: status compared the outbox's name with pg_publication_tables,
+// which lists a partitioned outbox's partitions, and reported "does not
+// include" (whose fix, ADD TABLE, fails: it is included); slot peek (and so
+// slot skip) matched rows by name and saw none of a partitioned outbox's.
+func TestStatusAndPeekUnderstandPartitionedOutbox(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f := &fixture{Env: relaytest.NewEnvWith(t, pg, kafkatest.Options{}, partitionedOutboxSQL),
+		slot: fmt.Sprintf("ops_%d_%d", os.Getpid(), slotSeq.Add(1))}
+	if out, err := f.cli(ctx, "setup"); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	if out, err := f.cli(ctx, "status"); err != nil {
+		t.Fatalf("status on a partitioned outbox: %v\n%s", err, out)
+	}
+	pending, _ := f.insert(ctx, "order", "payment", "order")
+	f.flushWAL(ctx, t)
+	out, err := f.cli(ctx, "slot peek", "--output", "json")
+	if err != nil {
+		t.Fatalf("slot peek: %v\n%s", err, out)
+	}
+	var peek peekReport
+	if err := json.Unmarshal([]byte(out), &peek); err != nil {
+		t.Fatalf("slot peek json: %v\n%s", err, out)
+	}
+	var got []string
+	for _, e := range peek.Events {
+		got = append(got, e.ID)
+	}
+	if want := ids(pending); !slices.Equal(got, want) {
+		t.Fatalf("slot peek lists %v, want the rows of both partitions %v", got, want)
 	}
 }

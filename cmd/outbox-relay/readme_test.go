@@ -25,7 +25,7 @@ func TestReadmeListsEveryRunFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	flagLine := regexp.MustCompile(`(?m)^  --(\S+)\n\s+.*\(default (.*?); env (\S+)\)`)
+	flagLine := regexp.MustCompile(`(?m)^  --(\S+)\n\s+.*\(default (.*?); (?:env \S+|command line only)\)`)
 	matches := flagLine.FindAllStringSubmatch(help.String(), -1)
 	if len(matches) < 30 {
 		t.Fatalf("parsed only %d flags from run --help; the help format changed?\n%s", len(matches), help.String())

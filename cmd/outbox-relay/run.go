@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/outbox-relay/outbox-relay/internal/wire"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/sink"
@@ -68,7 +69,8 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	r, err := newRelay(o, logger, reg)
+	panics, _ := ctx.Value(panicsKey{}).(*sink.Panics)
+	r, err := wire.Relay(wire.Config{Replication: o.pg, Sink: o.kafka, Relay: o.relay, AcceptGap: o.acceptGap, Panics: panics}, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -115,34 +117,6 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	logger.Info().Msg("relay stopped cleanly")
 	return nil
-}
-
-// newRelay wires one relay: each session gets a fresh stream and producer,
-// sharing the process-wide metrics.
-func newRelay(o *options, logger zerolog.Logger, reg prometheus.Registerer) (*relay.Relay, error) {
-	repMetrics := replication.NewMetrics(reg)
-	sinkMetrics := sink.NewMetrics(reg)
-	// Validate both configs now, so a typo fails at start, not at connect.
-	if _, err := replication.New(o.pg); err != nil {
-		return nil, err
-	}
-	if _, err := sink.New(o.kafka, func(uint64, error) {}); err != nil {
-		return nil, err
-	}
-	// The checkpointer keeps the durable record the gap check at each
-	// session's start compares the slot with.
-	cp := replication.NewCheckpointer(o.pg, o.acceptGap, logger, reg)
-	newSource := func() (relay.Source, error) {
-		s, err := replication.New(o.pg, replication.WithLogger(logger), replication.WithMetrics(repMetrics))
-		if err != nil {
-			return nil, err
-		}
-		return cp.Wrap(s), nil
-	}
-	newSink := func(ack relay.AckFunc) (relay.Sink, error) {
-		return sink.New(o.kafka, ack, sink.WithLogger(logger), sink.WithMetrics(sinkMetrics))
-	}
-	return relay.New(o.relay, newSource, newSink, relay.WithLogger(logger), relay.WithMetrics(relay.NewMetrics(reg)))
 }
 
 // cpuProfileEnv names a file for a CPU profile of the whole run, written

@@ -93,18 +93,6 @@ type moveReport struct {
 // errNeedYes refuses a slot move the operator has not confirmed.
 var errNeedYes = errors.New("nothing changed: add --yes to do it")
 
-// onCommandLine reports whether --name was typed: confirmations must not
-// come from the environment or a config file, where they would outlive the
-// one decision they were meant for.
-func onCommandLine(args []string, name string) bool {
-	for _, a := range args {
-		if a == "--"+name || a == "-"+name || a == "--"+name+"=true" || a == "-"+name+"=true" {
-			return true
-		}
-	}
-	return false
-}
-
 func printMove(w io.Writer, r moveReport) {
 	verb := "would skip"
 	if r.Applied {
@@ -119,13 +107,12 @@ func runSlotAdvance(ctx context.Context, args []string, getenv func(string) stri
 	var yes bool
 	o, conn, err := opsCommand(ctx, "slot advance", args, getenv, stderr, func(fs *flag.FlagSet, o *options) {
 		fs.StringVar(&to, "to", "", "move the slot's confirmed position to this LSN (e.g. 0/16B3748); transactions committed before it are skipped")
-		fs.BoolVar(&yes, "yes", false, "really move the slot (without it, only print what would be skipped); command line only")
+		fs.BoolVar(&yes, "yes", false, "really move the slot (without it, only print what would be skipped)")
 	})
 	if conn == nil {
 		return err
 	}
 	defer closeConn(conn)
-	yes = yes && onCommandLine(args, "yes")
 	target, err := pglogrepl.ParseLSN(to)
 	if err != nil || to == "" {
 		return fmt.Errorf("--to %q: give an LSN like 0/16B3748 (outbox-relay slot peek lists them)", to)
@@ -151,13 +138,12 @@ func runSlotSkip(ctx context.Context, args []string, getenv func(string) string,
 	o, conn, err := opsCommand(ctx, "slot skip", args, getenv, stderr, func(fs *flag.FlagSet, o *options) {
 		fs.StringVar(&id, "event", "", "id of the pending event to skip (the relay's error names it)")
 		fs.BoolVar(&whole, "whole-transaction", false, "also skip the other events of its transaction (a slot cannot resume inside one)")
-		fs.BoolVar(&yes, "yes", false, "really move the slot (without it, only print what would be skipped); command line only")
+		fs.BoolVar(&yes, "yes", false, "really move the slot (without it, only print what would be skipped)")
 	})
 	if conn == nil {
 		return err
 	}
 	defer closeConn(conn)
-	yes = yes && onCommandLine(args, "yes")
 	if id == "" {
 		return errors.New("--event is required: the id of the event to skip")
 	}
@@ -209,13 +195,12 @@ type dropReport struct {
 func runSlotDrop(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var yes bool
 	o, conn, err := opsCommand(ctx, "slot drop", args, getenv, stderr, func(fs *flag.FlagSet, o *options) {
-		fs.BoolVar(&yes, "yes", false, "really drop the slot (without it, only print the pending events it would lose); command line only")
+		fs.BoolVar(&yes, "yes", false, "really drop the slot (without it, only print the pending events it would lose)")
 	})
 	if conn == nil {
 		return err
 	}
 	defer closeConn(conn)
-	yes = yes && onCommandLine(args, "yes")
 	const show = 1000
 	pending, err := replication.Peek(ctx, conn, o.pg, show)
 	if err != nil {

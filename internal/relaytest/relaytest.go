@@ -22,6 +22,7 @@ import (
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
+	"github.com/outbox-relay/outbox-relay/internal/wire"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/sink"
@@ -56,6 +57,16 @@ type Env struct {
 // NewEnv creates a fresh database with the outbox table on pg and a broker.
 func NewEnv(t testing.TB, pg *pgtest.Server, kopts kafkatest.Options) *Env {
 	t.Helper()
+	return NewEnvWith(t, pg, kopts, OutboxSQL(t))
+}
+
+// NewEnvWith is NewEnv with schemaSQL run in the fresh database instead of
+// testdata/outbox.sql: a differently shaped outbox table (partitioned,
+// renamed, other column types), its schema, and anything else the test
+// needs before the relay starts. schemaSQL may hold several statements.
+// Insert writes into public.outbox and so only fits the default table.
+func NewEnvWith(t testing.TB, pg *pgtest.Server, kopts kafkatest.Options, schemaSQL string) *Env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
@@ -68,7 +79,7 @@ func NewEnv(t testing.TB, pg *pgtest.Server, kopts kafkatest.Options) *Env {
 		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, OutboxSQL(t)); err != nil {
+	if _, err := pool.Exec(ctx, schemaSQL); err != nil {
 		t.Fatalf("create outbox table: %v", err)
 	}
 	t.Cleanup(func() {
@@ -186,12 +197,23 @@ func (e *Env) WaitConfirmed(ctx context.Context, slot string, want outboxrelay.L
 	}
 }
 
-// Config is a relay configuration with test-friendly timings.
-type Config struct {
-	Replication replication.Config
-	Sink        sink.Config
-	Relay       relay.Config
+// Eventually polls cond every interval until it holds (true) or ctx ends
+// (false). It never fails the test itself, so the caller can gather what
+// it needs for a failure message first.
+func Eventually(ctx context.Context, every time.Duration, cond func() bool) bool {
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return cond()
+		case <-time.After(every):
+		}
+	}
+	return true
 }
+
+// Config is a relay configuration with test-friendly timings; Start builds
+// it with the same constructor as cmd/outbox-relay.
+type Config wire.Config
 
 // Config returns a relay configuration for this env with short intervals.
 func (e *Env) Config() Config {
@@ -229,17 +251,9 @@ func Start(t testing.TB, cfg Config) *Running {
 	if os.Getenv("RELAYTEST_QUIET") != "" {
 		logger = zerolog.Nop()
 	}
-	repMetrics, sinkMetrics := replication.NewMetrics(reg), sink.NewMetrics(reg)
-	r, err := relay.New(cfg.Relay,
-		func() (relay.Source, error) {
-			return replication.New(cfg.Replication, replication.WithLogger(logger), replication.WithMetrics(repMetrics))
-		},
-		func(ack relay.AckFunc) (relay.Sink, error) {
-			return sink.New(cfg.Sink, ack, sink.WithLogger(logger), sink.WithMetrics(sinkMetrics))
-		},
-		relay.WithLogger(logger), relay.WithMetrics(relay.NewMetrics(reg)))
+	r, err := wire.Relay(wire.Config(cfg), logger, reg)
 	if err != nil {
-		t.Fatalf("relay.New: %v", err)
+		t.Fatalf("wire.Relay: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	run := &Running{Relay: r, Registry: reg, cancel: cancel, done: make(chan struct{})}

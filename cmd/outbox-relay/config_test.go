@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// parseRun parses args and env exactly as `outbox-relay run` does.
+func parseRun(t *testing.T, args []string, env map[string]string) (*options, error) {
+	t.Helper()
+	o, fs := runFlags()
+	return o, parse(fs, o, args, func(k string) string { return env[k] }, io.Discard)
+}
+
+// writeConfig writes a YAML config file and returns its path.
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// The config file was decoded into Go values and printed back, so YAML's
+// resolution rewrote values: `slot: 0123` became slot 83 (a new slot; the
+// real one kept its events and WAL), 1_000 became 1000, 0x1F 31, 1.10 1.1,
+// and dates were re-formatted.
+func TestConfigFileValuesAreTakenAsWritten(t *testing.T) {
+	path := writeConfig(t, `
+slot: 0123
+kafka-sasl-password: 0x1F
+topic: 1_000
+kafka-client-id: 1.10
+publication: 2024-01-02
+dead-letter-topic: 2001-12-14t21:59:43.10-05:00
+kafka-sasl-user: 1e3
+key-column: 0o17
+id-column: +12
+payload-column: .inf
+aggregate_type_column: 0777
+aggregate-id-column: yes
+event-type-column: 'null'
+headers-column: ""
+kafka-tls-ca: "0123"
+kafka-tls-cert: |-
+  0x10
+kafka-brokers: [kafka1:9092, 010:9092]
+kafka-tls: true
+create-missing: false
+status-interval: 250ms
+`)
+	o, err := parseRun(t, []string{"--config", path}, nil)
+	if err != nil {
+		t.Fatalf("parse %s: %v", path, err)
+	}
+	for _, c := range []struct{ name, got, want string }{
+		{"slot", o.pg.Slot, "0123"},
+		{"kafka-sasl-password", o.kafka.SASL.Password, "0x1F"},
+		{"topic", o.pg.Routing.Topic, "1_000"},
+		{"kafka-client-id", o.kafka.ClientID, "1.10"},
+		{"publication", o.pg.Publication, "2024-01-02"},
+		{"dead-letter-topic", o.relay.DeadLetterTopic, "2001-12-14t21:59:43.10-05:00"},
+		{"kafka-sasl-user", o.kafka.SASL.User, "1e3"},
+		{"key-column", o.pg.Routing.KeyColumn, "0o17"},
+		{"id-column", o.pg.Columns.ID, "+12"},
+		{"payload-column", o.pg.Columns.Payload, ".inf"},
+		{"aggregate-type-column", o.pg.Columns.AggregateType, "0777"},
+		{"aggregate-id-column", o.pg.Columns.AggregateID, "yes"},
+		{"event-type-column", o.pg.Columns.EventType, "null"},
+		{"headers-column", o.pg.Columns.Headers, ""},
+		{"kafka-tls-ca", o.kafka.TLS.CAFile, "0123"},
+		{"kafka-tls-cert", o.kafka.TLS.CertFile, "0x10"},
+		{"kafka-brokers", o.kafkaBroker, "kafka1:9092,010:9092"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: got %q, want %q as written in the file", c.name, c.got, c.want)
+		}
+	}
+	if !o.kafka.TLS.Enabled || o.pg.Create || o.pg.StatusInterval != 250*time.Millisecond {
+		t.Errorf("kafka-tls %v, create-missing %v, status-interval %v: want true, false, 250ms", o.kafka.TLS.Enabled, o.pg.Create, o.pg.StatusInterval)
+	}
+
+	// The environment still wins over the file, and the command line over both.
+	o, err = parseRun(t, []string{"--config", path, "--topic", "cli"}, map[string]string{"OUTBOX_RELAY_SLOT": "from_env", "OUTBOX_RELAY_TOPIC": "env"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.pg.Slot != "from_env" || o.pg.Routing.Topic != "cli" || o.kafka.SASL.Password != "0x1F" {
+		t.Errorf("precedence: slot %q topic %q password %q, want from_env, cli, 0x1F", o.pg.Slot, o.pg.Routing.Topic, o.kafka.SASL.Password)
+	}
+}
+
+// A value that is not one scalar used to be printed with fmt.Sprint:
+// `topic: {aggregate_type}` (a YAML mapping) became the topic
+// "map[aggregate_type:<nil>]", a null became "", and yes/no reached a bool
+// flag as whatever YAML made of them.
+func TestConfigFileRefusesWhatIsNotAValue(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"mapping", "slot:\n  name: x\n", []string{"key slot (line 1)", "YAML mapping", "--slot takes one value"}},
+		{"flow mapping", "topic: {aggregate_type}\n", []string{"key topic", "YAML mapping", `topic: "{...}"`}},
+		{"list", "slot: [a, b]\n", []string{"key slot", "YAML list"}},
+		{"list item", "kafka-brokers: [a:9092, {b: 1}]\n", []string{"key kafka-brokers", "item 2"}},
+		{"null", "pg-url: ~\n", []string{"key pg-url", "null", `pg-url: ""`}},
+		{"empty", "slot:\n", []string{"key slot", "has no value", `slot: ""`}},
+		{"YAML 1.1 boolean", "kafka-tls: yes\n", []string{"key kafka-tls", `"yes"`, "true or false"}},
+		{"unknown key", "slots: x\n", []string{`unknown key "slots"`}},
+		{"duplicate", "slot: a\nslot: b\n", []string{"key slot", "twice", "lines 1 and 2"}},
+		{"duplicate spelled apart", "key-column: a\nkey_column: b\n", []string{"key key-column", "twice"}},
+		{"nested config", "config: other.yaml\n", []string{"key config", "cannot name another"}},
+		{"not a mapping", "- slot\n", []string{"want a mapping"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := parseRun(t, []string{"--config", writeConfig(t, c.yaml)}, nil)
+			if err == nil {
+				t.Fatalf("%q was accepted", c.yaml)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// --accept-gap was honoured from OUTBOX_RELAY_ACCEPT_GAP and the config
+// file (a deployment that kept it accepted every later gap unseen) while
+// --yes was silently ignored there: both consents now come from the command
+// line only, and anywhere else they are an error naming that fix.
+func TestConsentFlagsAreCommandLineOnly(t *testing.T) {
+	t.Run("accept-gap on the command line", func(t *testing.T) {
+		o, err := parseRun(t, []string{"--accept-gap"}, nil)
+		if err != nil || !o.acceptGap {
+			t.Fatalf("--accept-gap: %v (accept %v)", err, o.acceptGap)
+		}
+	})
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"environment", nil, map[string]string{"OUTBOX_RELAY_ACCEPT_GAP": "true"}},
+		{"environment and command line", []string{"--accept-gap"}, map[string]string{"OUTBOX_RELAY_ACCEPT_GAP": "1"}},
+		{"config file", []string{"--config", writeConfig(t, "accept-gap: true\n")}, nil},
+	} {
+		t.Run("accept-gap from the "+c.name, func(t *testing.T) {
+			o, err := parseRun(t, c.args, c.env)
+			if err == nil || !strings.Contains(err.Error(), "pass --accept-gap on the command line") {
+				t.Fatalf("parse returned %v (accept %v), want an error naming the fix", err, o.acceptGap)
+			}
+		})
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Nothing listens on port 1: a command that got past its flags fails to
+	// connect instead.
+	const url = "postgres://postgres@127.0.0.1:1/none?connect_timeout=5"
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"environment", []string{"slot", "drop", "--pg-url", url}, map[string]string{"OUTBOX_RELAY_YES": "true"}},
+		{"config file", []string{"slot", "advance", "--to", "0/1", "--pg-url", url, "--config", writeConfig(t, "yes: true\n")}, nil},
+	} {
+		t.Run("yes from the "+c.name, func(t *testing.T) {
+			err := run(ctx, c.args, func(k string) string { return c.env[k] }, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "pass --yes on the command line") || errors.Is(err, errNeedYes) {
+				t.Fatalf("%v returned %v, want an error naming the fix", c.args, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,288 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
+	"github.com/outbox-relay/outbox-relay/replication"
+)
+
+// session is one attempt: a stream from the slot's confirmed position, a
+// producer started once that stream is live, and the tracker between them.
+type session struct {
+	r        *Relay
+	tracker  *checkpoint.Tracker
+	src      Source
+	snk      Sink
+	dl       *deadLetters
+	stopFeed context.CancelFunc
+
+	stopSink func()
+	sinkDone <-chan struct{} // nil until the sink runs
+	shutdown bool            // ctx ended with no failure: drain, bounded waits
+
+	mu      sync.Mutex
+	failure error
+}
+
+// session runs one source and one sink until one fails or ctx ends.
+func (r *Relay) session(ctx context.Context) error {
+	tracker, err := checkpoint.New(r.cfg.MaxInFlight, r.cfg.MaxInFlightBytes)
+	if err != nil {
+		return err
+	}
+	src, err := r.newSource()
+	if err != nil {
+		return err
+	}
+	r.tracker.Store(tracker)
+	defer r.tracker.Store(nil)
+	s := &session{r: r, tracker: tracker, src: src}
+	if r.cfg.OnUndeliverable == DeadLetter {
+		s.dl = newDeadLetters(r.cfg.DeadLetterTopic, r.cfg.MaxInFlight, r.metrics, s.fail)
+	}
+	if err := s.run(ctx); err != nil {
+		r.metrics.failures(err)
+		return err
+	}
+	return nil
+}
+
+// run starts the source, then the producer once the stream is live (a hot
+// standby's source fails at once, and a producer per poll would bootstrap
+// Kafka thousands of times a day), moves events until a failure or ctx
+// ends, and stops everything in order.
+func (s *session) run(ctx context.Context) error {
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	defer stopFeed()
+	s.stopFeed = stopFeed
+	// The source and sink outlive ctx on purpose: on shutdown the relay
+	// first drains acks, then stops the source (final status update), then
+	// the sink.
+	srcCtx, stopSrc := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSrc()
+	srcDone := s.goRun(srcCtx, s.src.Run, func(err error) error {
+		if err == nil {
+			return errors.New("replication stream ended")
+		}
+		return err
+	})
+	select {
+	case <-s.src.Streaming():
+		if feedCtx.Err() == nil && s.startSink(ctx) {
+			s.pump(ctx, feedCtx)
+		}
+	case <-srcDone:
+	case <-feedCtx.Done():
+	}
+	stopFeed()
+	s.src.Confirm(s.tracker.Safe())
+	stopSrc()
+	<-srcDone
+	s.stopProducer()
+	return s.failed()
+}
+
+// goRun runs part on its own goroutine; a return before its ctx ends fails
+// the session with wrap(err). The channel closes when part returns.
+func (s *session) goRun(ctx context.Context, part func(context.Context) error, wrap func(error) error) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := part(ctx); err != nil || ctx.Err() == nil {
+			s.fail(wrap(err))
+		}
+	}()
+	return done
+}
+
+// startSink builds the producer and runs it.
+func (s *session) startSink(ctx context.Context) bool {
+	snk, err := s.r.newSink(s.ack)
+	if err != nil {
+		s.fail(err)
+		return false
+	}
+	s.snk = snk
+	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopSink = stopSink
+	s.sinkDone = s.goRun(sinkCtx, snk.Run, func(err error) error {
+		if err == nil {
+			err = errors.New("producer stopped")
+		}
+		return fmt.Errorf("%w: %w", errKafka, err)
+	})
+	return true
+}
+
+// pump moves events until the feed stops, then, on shutdown, waits for
+// in-flight acks before dead-letter copies stop (a refused event is done
+// only once its copy is acked).
+func (s *session) pump(ctx, feedCtx context.Context) {
+	dlCtx, stopDL := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDL()
+	dlDone := make(chan struct{})
+	go func() {
+		defer close(dlDone)
+		if s.dl != nil {
+			s.dl.run(dlCtx, s.snk)
+		}
+	}()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		s.r.watch(feedCtx, s.src, s.snk, s.tracker)
+	}()
+
+	err := s.feed(feedCtx)
+	s.stopFeed()
+	<-watchDone
+	switch {
+	case err != nil:
+		s.fail(err)
+	case ctx.Err() != nil && s.failed() == nil:
+		s.shutdown = true
+		s.drain()
+	}
+	stopDL()
+	<-dlDone
+}
+
+// stopProducer stops the sink after the source has sent its last status.
+func (s *session) stopProducer() {
+	if s.sinkDone == nil {
+		return
+	}
+	s.stopSink()
+	if !s.shutdown {
+		// A reconnect must wait: an old producer still sending would race
+		// the new session's resends and break per-aggregate order.
+		<-s.sinkDone
+		return
+	}
+	// Closing the producer waits for records sarama is still retrying,
+	// which can take as long as Kafka stays down. The final status is
+	// already sent; do not hold the exit hostage.
+	select {
+	case <-s.sinkDone:
+	case <-time.After(s.r.cfg.ShutdownTimeout):
+		s.r.log.Warn().Msg("producer still retrying at shutdown; exiting without waiting for it (unacked events are resent on restart)")
+	}
+}
+
+// fail records the session's first failure and stops the feed; the source,
+// sink and ack goroutines report concurrently.
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failure == nil {
+		s.failure = err
+		s.stopFeed()
+	}
+}
+
+func (s *session) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failure
+}
+
+// ack is the sink's AckFunc: it runs on the sink's drain goroutine.
+func (s *session) ack(token uint64, err error) {
+	if s.dl != nil && s.dl.intercept(token, err) {
+		return
+	}
+	if err != nil {
+		s.fail(classifyDelivery(err))
+		return
+	}
+	if safe, moved := s.tracker.Done(checkpoint.Token(token)); moved {
+		s.src.Confirm(safe)
+	}
+	s.r.acks.Add(1)
+	s.r.metrics.acked.Inc()
+}
+
+// feed moves messages from the source to the sink in WAL order.
+func (s *session) feed(ctx context.Context) error {
+	msgs := s.src.Messages()
+	for {
+		var m replication.Message
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok = <-msgs:
+			if !ok {
+				return nil
+			}
+		}
+		switch m.Kind {
+		case replication.KindEvent:
+			if err := s.forward(ctx, &m); err != nil || ctx.Err() != nil {
+				return err
+			}
+		case replication.KindCommit, replication.KindKeepalive:
+			if safe, moved := s.tracker.Mark(m.LSN); moved {
+				s.src.Confirm(safe)
+			}
+		}
+	}
+}
+
+// forward tracks and produces one event; unmappable rows go to the
+// dead-letter topic when there is one.
+func (s *session) forward(ctx context.Context, m *replication.Message) error {
+	ev := &m.Event
+	if m.Err != nil {
+		if s.dl == nil {
+			return &UndeliverableError{EventID: ev.ID, LSN: ev.LSN, CommitLSN: ev.CommitLSN, Err: m.Err}
+		}
+		ev = s.dl.unmappable(&m.Event, m.Err)
+	}
+	s.r.metrics.receivedBy(m.Event.Topic)
+	tok, err := s.tracker.Track(ctx, eventSize(ev))
+	if err != nil {
+		return nil // ctx ended
+	}
+	if m.Err != nil {
+		s.dl.track(uint64(tok), causeUnmappable)
+	}
+	if err := s.snk.Produce(ctx, ev, uint64(tok)); err != nil {
+		// Never handed over, so no ack will come for it.
+		s.tracker.Untrack(tok)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("%w: produce: %w", errKafka, err)
+	}
+	return nil
+}
+
+// eventSize is what an event holds in memory until acked, near enough for a cap.
+func eventSize(ev *outboxrelay.Event) int {
+	n := len(ev.Key) + len(ev.Value) + len(ev.Topic)
+	for _, h := range ev.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// drain waits for in-flight acks, bounded by ShutdownTimeout.
+func (s *session) drain() {
+	deadline := time.Now().Add(s.r.cfg.ShutdownTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.tracker.InFlight() > 0 {
+		if time.Now().After(deadline) {
+			s.r.log.Warn().Int("in_flight", s.tracker.InFlight()).Msg("shutdown timeout: unacked events will be resent on restart")
+			return
+		}
+		<-tick.C
+	}
+}
