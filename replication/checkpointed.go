@@ -22,9 +22,11 @@ type Checkpointer struct {
 	// acceptGap lets exactly one gap pass: it is cleared when used, so a gap
 	// that opens later in the same process still stops the relay.
 	acceptGap atomic.Bool
-	log       zerolog.Logger
-	recorded  prometheus.Gauge
-	gaps      *prometheus.CounterVec
+	// memberships carries the publication reading across sessions.
+	memberships memberships
+	log         zerolog.Logger
+	recorded    prometheus.Gauge
+	gaps        *prometheus.CounterVec
 }
 
 // NewCheckpointer returns a Checkpointer for cfg's slot. acceptGap is the
@@ -51,7 +53,15 @@ func NewCheckpointer(cfg Config, acceptGap bool, log zerolog.Logger, reg prometh
 
 // Wrap puts the record in front of one session's stream.
 func (c *Checkpointer) Wrap(s *Stream) *CheckpointedStream {
-	return &CheckpointedStream{Stream: s, cp: c, watch: publicationWatch{cfg: c.cfg}}
+	cs := &CheckpointedStream{Stream: s, cp: c, watch: publicationWatch{cfg: c.cfg, shared: &c.memberships}}
+	// The watch's first reading is taken before replication starts, so no
+	// change the stream decodes can be older than it. It runs on the
+	// Stream's goroutine, before Streaming closes; Run's goroutine uses the
+	// watch only after that.
+	s.prepared = func(ctx context.Context, conn *pgx.Conn, in Inspection, start outboxrelay.LSN) error {
+		return cs.watch.start(ctx, conn, in, start)
+	}
+	return cs
 }
 
 // CheckpointedStream is a Stream whose confirmations reach Postgres only
@@ -61,7 +71,7 @@ type CheckpointedStream struct {
 	*Stream
 	cp    *Checkpointer
 	want  atomic.Uint64
-	watch publicationWatch // used by Run's goroutine only
+	watch publicationWatch // started by the Stream, then used by Run's goroutine
 }
 
 // Confirm asks for lsn to be confirmed: the stream's own goroutine raises
@@ -118,9 +128,6 @@ func (s *CheckpointedStream) Run(ctx context.Context) error {
 		case <-streaming:
 			streaming = nil
 			if recorded, err = s.cp.started(ctx, conn, s.StartPosition()); err != nil {
-				return finish(err)
-			}
-			if err := s.watch.start(ctx, conn, s.StartPosition()); err != nil {
 				return finish(err)
 			}
 		case <-tick.C:

@@ -46,6 +46,11 @@ func (c Columns) logical() map[string]string {
 	}
 }
 
+// required are the columns every outbox row must have.
+func (c Columns) required() []string {
+	return []string{c.ID, c.AggregateType, c.AggregateID, c.EventType, c.Payload}
+}
+
 // Resolve returns the table column a logical name or a column name refers to.
 func (c Columns) Resolve(name string) string {
 	if col, ok := c.logical()[name]; ok && col != "" {

@@ -111,7 +111,7 @@ func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
 		onSkip:    onSkip,
 		topics:    make(map[string]string),
 	}
-	d.isOutbox = func(_ uint32, namespace, name string) (bool, error) {
+	d.isOutbox = func(_ uint32, namespace, name string, _ []string) (bool, error) {
 		return namespace == d.table.Schema && name == d.table.Table, nil
 	}
 	return d, nil
@@ -120,8 +120,8 @@ func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
 // OutboxMatcher says whether the relation a Relation message describes is
 // the outbox. A publication without publish_via_partition_root sends a
 // partitioned outbox's rows under its partitions' names and ids, so name
-// alone does not tell.
-type OutboxMatcher func(relid uint32, namespace, name string) (bool, error)
+// alone does not tell. columns are the relation's column names.
+type OutboxMatcher func(relid uint32, namespace, name string, columns []string) (bool, error)
 
 // MatchOutbox replaces the default matcher (the configured schema and
 // table by name). Call it before the first Decode.
@@ -195,8 +195,12 @@ func (d *Decoder) relation(r *reader) error {
 	if r.err != nil {
 		return r.err
 	}
+	names := make([]string, len(rel.columns))
+	for i, c := range rel.columns {
+		names[i] = c.name
+	}
 	var err error
-	if rel.outbox, err = d.isOutbox(id, rel.namespace, rel.name); err != nil {
+	if rel.outbox, err = d.isOutbox(id, rel.namespace, rel.name, names); err != nil {
 		return err
 	}
 	if rel.outbox {

@@ -5,6 +5,15 @@ import (
 	"fmt"
 )
 
+// SQLSTATEs the package tells apart.
+const (
+	sqlstateUndefinedObject       = "42704"
+	sqlstateDuplicateObject       = "42710"
+	sqlstateInsufficientPrivilege = "42501"
+	sqlstateObjectInUse           = "55006" // "replication slot ... is active for PID n"
+	sqlstateUniqueViolation       = "23505"
+)
+
 // ErrSlotActive means another process streams from the slot. The relay waits
 // and retries: a second instance is a hot standby, not a crash loop.
 var ErrSlotActive = errors.New("replication slot is active in another process")

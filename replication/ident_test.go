@@ -94,7 +94,9 @@ func TestValidTopicQuotesRunes(t *testing.T) {
 // which relations are the outbox.
 func TestDecodeMatchesPartitionsThroughTheMatcher(t *testing.T) {
 	d, skipped := newTestDecoder(t, nil)
-	d.MatchOutbox(func(relid uint32, _, name string) (bool, error) { return relid == 7 || name == "outbox", nil })
+	d.MatchOutbox(func(relid uint32, _, name string, _ []string) (bool, error) {
+		return relid == 7 || name == "outbox", nil
+	})
 	msgs := decodeAll(t, d,
 		relationMsg(7, "public", "outbox_2026", outboxColumns),
 		relationMsg(8, "public", "orders", []column{{"id", 20}}),

@@ -43,6 +43,8 @@ type Inspection struct {
 	TableOID    uint32
 	Partitioned bool
 	Relations   []uint32
+	// PublishViaRoot is the publication's publish_via_partition_root.
+	PublishViaRoot bool
 }
 
 // Failed returns the checks that stop the relay.
@@ -115,10 +117,12 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (Inspection, err
 	if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
 		return in, err
 	}
-	if err := checkPublication(ctx, conn, cfg, tn, &in, add); err != nil {
+	// The slot before the publication: a missing publication may be
+	// created only for a slot that does not exist yet.
+	if err := checkSlot(ctx, conn, cfg, &in, add); err != nil {
 		return in, err
 	}
-	if err := checkSlot(ctx, conn, cfg, &in, add); err != nil {
+	if err := checkPublication(ctx, conn, cfg, tn, &in, add); err != nil {
 		return in, err
 	}
 	if err := checkCapacity(ctx, conn, cfg, &in, add); err != nil {
@@ -142,6 +146,7 @@ const (
 // partitions) and its inserts.
 func PublicationChecks(ctx context.Context, conn *pgx.Conn, cfg Config) ([]Check, error) {
 	in := Inspection{}
+	cfg.Create = false // status reports a missing publication, whoever would create it
 	add := func(c Check) { in.Checks = append(in.Checks, c) }
 	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&in.ServerVersion); err != nil {
 		return nil, fmt.Errorf("read server version: %w", err)
@@ -274,17 +279,30 @@ func checkColumns(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName,
 	return nil
 }
 
-// checkPublication asks the server which relations the publication
-// publishes (pg_get_publication_tables: the root or the partitions,
-// depending on publish_via_partition_root) and looks for the outbox's.
+// checkPublication reads the outbox's membership in the publication the
+// way the publication watch does: the publication must publish the outbox
+// itself, or every leaf partition of a partitioned outbox (a DBA's list of
+// some partitions would silently leave out the others).
 func checkPublication(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName, in *Inspection, add func(Check)) error {
-	var pubInsert, viaRoot, hasTable bool
-	err := conn.QueryRow(ctx, `
-		SELECT p.pubinsert, p.pubviaroot,
-		       EXISTS (SELECT 1 FROM pg_get_publication_tables(p.pubname::text) t WHERE t.relid = ANY($2::oid[]))
-		FROM pg_publication p WHERE p.pubname = $1`, cfg.Publication, in.Relations).Scan(&pubInsert, &viaRoot, &hasTable)
+	m, found, err := readMembership(ctx, conn, cfg, in.ServerVersion, 0)
+	if err != nil {
+		return err
+	}
 	pub := quoteIdent(cfg.Publication)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if !found {
+		if in.Slot.Exists {
+			// pgoutput looks publications up as of each change it decodes:
+			// a publication created now is unknown to the slot's older WAL,
+			// and the server fails every session with "publication does
+			// not exist".
+			add(Check{
+				Name:   "publication",
+				Detail: fmt.Sprintf("publication %s does not exist, but slot %q does: a publication created now is unknown to the WAL the slot still has to decode", pub, cfg.Slot),
+				Fix: fmt.Sprintf("if it was renamed, rename it back (ALTER PUBLICATION <name> RENAME TO %s); otherwise create it (%s), move the slot past its creation (outbox-relay slot advance --to <the LSN after it>), and re-publish the rows inserted since the slot's position %s",
+					pub, CreatePublicationSQL(cfg), in.Slot.ConfirmedFlush),
+			})
+			return nil
+		}
 		add(Check{
 			Name: "publication", OK: cfg.Create,
 			Detail: fmt.Sprintf("publication %s does not exist", pub),
@@ -292,25 +310,22 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableN
 		})
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("read publication %s: %w", pub, err)
-	}
-	in.PublicationExists = true
+	in.PublicationExists, in.PublishViaRoot = true, m.viaRoot
 	add(verdict(Check{
-		Name: "publication table", OK: hasTable,
+		Name: "publication table", OK: m.covered,
 		Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, tn),
 	}, fmt.Sprintf("publication %s includes %s", pub, tn),
-		fmt.Sprintf("publication %s does not include %s", pub, tn)))
+		fmt.Sprintf("publication %s does not include %s (neither the table nor every one of its partitions)", pub, tn)))
 	add(verdict(Check{
-		Name: "publication inserts", OK: pubInsert,
+		Name: "publication inserts", OK: m.inserts,
 		Fix: fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert');", pub),
 	}, fmt.Sprintf("publication %s publishes inserts", pub),
 		fmt.Sprintf("publication %s does not publish inserts", pub)))
-	if in.Partitioned && !viaRoot {
+	if in.Partitioned && !m.viaRoot {
 		add(Check{
 			Name: "publication partitions", Warning: true,
-			Detail: fmt.Sprintf("publication %s publishes %s's rows under its partitions' names (publish_via_partition_root is off); the relay maps them to the outbox", pub, tn),
-			Fix:    fmt.Sprintf("optionally: ALTER PUBLICATION %s SET (publish_via_partition_root = true);", pub),
+			Detail: fmt.Sprintf("publication %s publishes %s's rows under its partitions' names (publish_via_partition_root is off); the relay maps them to the outbox, and stops at rows of a partition detached before it read them", pub, tn),
+			Fix:    fmt.Sprintf("ALTER PUBLICATION %s SET (publish_via_partition_root = true);", pub),
 		})
 	}
 	if in.ServerVersion >= 150000 {
@@ -458,12 +473,12 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, in Inspection) (crea
 
 func isDuplicate(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42710" // duplicate_object
+	return errors.As(err, &pgErr) && pgErr.Code == sqlstateDuplicateObject
 }
 
 func privilegeHint(err error, sql string) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
+	if errors.As(err, &pgErr) && pgErr.Code == sqlstateInsufficientPrivilege {
 		return &ConfigError{Problem: err.Error(), Fix: "grant the role the right, or have a DBA run: " + sql}
 	}
 	return err

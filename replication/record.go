@@ -67,7 +67,7 @@ func EnsureCheckpointTable(ctx context.Context, conn *pgx.Conn) error {
 	}
 	if _, err := conn.Exec(ctx, CheckpointTableSQL); err != nil && !isDuplicate(err) && !isUniqueViolation(err) {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		if errors.As(err, &pgErr) && pgErr.Code == sqlstateInsufficientPrivilege {
 			return &ConfigError{
 				Problem: fmt.Sprintf("create the checkpoint table %s: %v", CheckpointTable, err),
 				Fix:     "have a DBA run `outbox-relay setup --print-sql` and grant the role SELECT, INSERT, UPDATE, DELETE on " + CheckpointTable,
@@ -81,7 +81,7 @@ func EnsureCheckpointTable(ctx context.Context, conn *pgx.Conn) error {
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	// Two relays creating the schema at once: the loser sees 23505 on the catalog.
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+	return errors.As(err, &pgErr) && pgErr.Code == sqlstateUniqueViolation
 }
 
 // ReadCheckpoint returns the record for slot; ok is false when there is none

@@ -92,12 +92,20 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN
 	}
 	// A publication without publish_via_partition_root names a partitioned
 	// outbox's rows by partition. conn is busy reading the peek's rows, so
-	// the partitions are read up front.
+	// the partitions are read up front, and a relation of the outbox's
+	// shape that is not one now (a partition detached since) is listed:
+	// peek shows what the relay would have to decide about.
 	tn := cfg.tableName()
 	if ob, found, err := lookupOutbox(ctx, conn, tn); err != nil {
 		return nil, 0, err
 	} else if found {
-		dec.MatchOutbox(newOutboxMatcher(tn, ob.relations, nil))
+		var shaped OutboxMatcher
+		if ob.relkind == "p" {
+			shaped = func(_ uint32, _, _ string, columns []string) (bool, error) {
+				return hasColumns(columns, cfg.Columns.required()), nil
+			}
+		}
+		dec.MatchOutbox(newOutboxMatcher(tn, ob.relations, shaped))
 	}
 	var uptoArg, nArg any
 	if upto != nil {
@@ -160,11 +168,11 @@ func slotOpError(slot, op string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		case "55006": // object_in_use
+		case sqlstateObjectInUse:
 			return fmt.Errorf("%s slot %q: %s; stop the relay holding it first (status shows the PID): %w", op, slot, pgErr.Message, ErrSlotActive)
-		case "42704": // undefined_object
+		case sqlstateUndefinedObject:
 			return &ConfigError{Problem: fmt.Sprintf("%s slot %q: %s", op, slot, pgErr.Message), Fix: "check --slot, or create it with: outbox-relay setup"}
-		case "42501": // insufficient_privilege
+		case sqlstateInsufficientPrivilege:
 			return &ConfigError{Problem: fmt.Sprintf("%s slot %q: %s", op, slot, pgErr.Message), Fix: "use a role with the REPLICATION attribute (or rds_replication)"}
 		}
 	}

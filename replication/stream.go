@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,10 @@ type Stream struct {
 	confirmed atomic.Uint64
 	// position is the slot's confirmed_flush_lsn when streaming started.
 	position atomic.Uint64
+	// prepared, when set, runs on Run's goroutine after preflight and
+	// setup, before replication starts, with the slot's position: what it
+	// reads of the catalog is older than every change the stream decodes.
+	prepared func(ctx context.Context, conn *pgx.Conn, in Inspection, start outboxrelay.LSN) error
 }
 
 // New validates cfg and returns a Stream; it connects to nothing.
@@ -194,6 +199,11 @@ func (s *Stream) prepare(ctx context.Context) (outboxrelay.LSN, Inspection, erro
 	if slot.ActivePID != 0 {
 		return 0, in, fmt.Errorf("slot %q held by PID %d: %w", s.cfg.Slot, slot.ActivePID, ErrSlotActive)
 	}
+	if s.prepared != nil {
+		if err := s.prepared(ctx, conn, in, slot.ConfirmedFlush); err != nil {
+			return 0, in, err
+		}
+	}
 	return slot.ConfirmedFlush, in, nil
 }
 
@@ -210,7 +220,7 @@ func (s *Stream) outboxMatcher(ctx context.Context, in Inspection) (OutboxMatche
 		}
 	}
 	tn := s.cfg.tableName()
-	lookup := func(relid uint32, namespace, name string) (bool, error) {
+	lookup := func(relid uint32, namespace, name string, columns []string) (bool, error) {
 		if conn == nil {
 			c, err := pgx.Connect(ctx, s.cfg.ConnString)
 			if err != nil {
@@ -224,12 +234,33 @@ func (s *Stream) outboxMatcher(ctx context.Context, in Inspection) (OutboxMatche
 		if err != nil {
 			return false, fmt.Errorf("look up whether %s is a partition of %s: %w", TableName{namespace, name}, tn, err)
 		}
+		if !partition && !in.PublishViaRoot && hasColumns(columns, s.cfg.Columns.required()) {
+			// Today's catalog cannot tell a partition detached since its
+			// rows were written from another table of the same shape, and
+			// skipping it would lose those rows.
+			return false, &ConfigError{
+				Problem: fmt.Sprintf("rows of %s arrived in publication %s with the outbox's columns, but %s is not a partition of %s now; it was probably detached after they were written",
+					TableName{namespace, name}, quoteIdent(s.cfg.Publication), TableName{namespace, name}, tn),
+				Fix: fmt.Sprintf("attach it again until the relay is past it (ALTER TABLE %s ATTACH PARTITION %s ...), or publish the outbox with ALTER PUBLICATION %s SET (publish_via_partition_root = true) before detaching partitions; if it is another table, stream the outbox through a publication of its own",
+					tn, TableName{namespace, name}, quoteIdent(s.cfg.Publication)),
+			}
+		}
 		return partition, nil
 	}
 	if !in.Partitioned {
 		lookup = nil
 	}
 	return newOutboxMatcher(tn, in.Relations, lookup), closeConn
+}
+
+// hasColumns reports whether columns holds every name in want.
+func hasColumns(columns, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(columns, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // newOutboxMatcher matches tn by name and the relations by id; lookup, when
@@ -239,14 +270,14 @@ func newOutboxMatcher(tn TableName, relations []uint32, lookup OutboxMatcher) Ou
 	for _, id := range relations {
 		known[id] = true
 	}
-	return func(relid uint32, namespace, name string) (bool, error) {
+	return func(relid uint32, namespace, name string, columns []string) (bool, error) {
 		if namespace == tn.Schema && name == tn.Table {
 			return true, nil
 		}
 		if outbox, ok := known[relid]; ok || lookup == nil {
 			return outbox, nil
 		}
-		outbox, err := lookup(relid, namespace, name)
+		outbox, err := lookup(relid, namespace, name, columns)
 		if err == nil {
 			known[relid] = outbox
 		}
@@ -271,16 +302,27 @@ func classifyStartError(slot string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		case "55006": // object_in_use: "replication slot ... is active for PID n"
+		case sqlstateObjectInUse:
 			return fmt.Errorf("%s: %w", pgErr.Message, ErrSlotActive)
-		case "42704": // undefined_object: the slot, or (while decoding) the publication
-			if strings.Contains(pgErr.Message, "publication") {
-				return &ConfigError{Problem: pgErr.Message, Fix: "create it with: outbox-relay setup (the name is taken as written, case included)"}
-			}
+		case sqlstateUndefinedObject:
 			return &ConfigError{Problem: pgErr.Message, Fix: fmt.Sprintf("create it with: outbox-relay setup (or run %q)", "SELECT pg_create_logical_replication_slot('"+slot+"', 'pgoutput')")}
 		}
 	}
 	return fmt.Errorf("start replication: %w", err)
+}
+
+// classifyStreamError makes a missing publication, which the walsender
+// reports while decoding (it looks publications up as of each change), a
+// ConfigError: reconnecting meets the same WAL and the same error forever.
+func classifyStreamError(cfg Config, pgErr *pgconn.PgError) error {
+	if pgErr.Code == sqlstateUndefinedObject && strings.Contains(pgErr.Message, "publication") {
+		return &ConfigError{
+			Problem: fmt.Sprintf("replication: %s: the publication was dropped or renamed, or created after the WAL the slot is decoding", pgErr.Message),
+			Fix: fmt.Sprintf("if it was renamed, rename it back to %s; if it was dropped and created again, move the slot past its creation (outbox-relay slot advance) and re-publish the rows inserted in between",
+				quoteIdent(cfg.Publication)),
+		}
+	}
+	return fmt.Errorf("replication: %w", pgErr)
 }
 
 // stream is the receive loop. It returns ctx.Err() on cancellation.
@@ -344,7 +386,7 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, match OutboxMa
 				return err
 			}
 		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("replication: %w", pgconn.ErrorResponseToPgError(m))
+			return classifyStreamError(s.cfg, pgconn.ErrorResponseToPgError(m))
 		case *pgproto3.CopyDone:
 			return errors.New("replication: server ended the stream")
 		}
