@@ -62,6 +62,12 @@ type Config struct {
 	Timeout time.Duration
 	TLS     TLS
 	SASL    SASL
+	// StopAtUndeliverable stops the producer sending at the first record
+	// Kafka refuses for good: every later record fails (retriably) instead
+	// of reaching Kafka. For a relay that halts at such a record: were the
+	// records after it delivered, raising the limit that refused it and
+	// restarting would put it behind its own aggregate's later events.
+	StopAtUndeliverable bool
 }
 
 // DefaultConfig returns the defaults documented in outbox-relay run --help.
@@ -77,6 +83,16 @@ func DefaultConfig() Config {
 		Timeout:         10 * time.Second,
 	}
 }
+
+// protocolVersion is the Kafka release whose request versions the producer
+// speaks (sarama's Config.Version): Produce v9, Metadata v11, InitProducerId
+// and ApiVersions as of Kafka 2.8. It is sarama's default, pinned here so a
+// sarama upgrade does not change it unnoticed. Kafka 4.0 removed every
+// request version older than Kafka 2.1 (KIP-896), so a baseline below
+// sarama.V2_1_0_0 would be refused by Kafka 4 brokers; brokers from 2.8 on
+// accept this one. `make test-kafka` runs the suites against Apache Kafka
+// 4.4.0 and 3.9.1 with it.
+var protocolVersion = sarama.V2_8_0_0
 
 // metadataBackoff is the wait between metadata retries.
 const metadataBackoff = 500 * time.Millisecond
@@ -103,6 +119,7 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	}
 	sc := sarama.NewConfig()
 	sc.ClientID = c.ClientID
+	sc.Version = protocolVersion
 	sc.Producer.Idempotent = true
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Net.MaxOpenRequests = 1

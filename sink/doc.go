@@ -9,8 +9,9 @@
 // for tearing the session down and resending from the confirmed position;
 // the rest (a record too large, a topic Kafka refuses) will never succeed
 // and need an operator's decision. A refusal of a whole batch is not one:
-// the sink resends that batch's records one per request before anything
-// later (see Sink), so only the record Kafka refuses alone is reported.
+// the sink resends that batch's records in smaller batches, down to one
+// per request, before anything later (see Sink), so only the record Kafka
+// refuses alone is reported.
 //
 // No code of the sink may panic on sarama's goroutines: its callbacks
 // recover into a *PanicError that ends Run, and Panics routes sarama's own

@@ -12,6 +12,11 @@ import (
 // ErrClosed is returned by Produce once Run is shutting down.
 var ErrClosed = errors.New("sink is closed")
 
+// errSessionEnding fails, as retriable, what a producer would send after a
+// retriable failure: the session ends at that failure and the next one
+// resends from the slot, so nothing may reach Kafka ahead of it.
+var errSessionEnding = errors.New("sink: not sent, an earlier record failed; the session restarts and resends it")
+
 // DeliveryError is the final failure of one event, after sarama's retries.
 type DeliveryError struct {
 	EventID string
@@ -39,6 +44,11 @@ var undeliverable = []error{
 	sarama.ErrTopicAuthorizationFailed,
 	sarama.ErrClusterAuthorizationFailed,
 	sarama.ErrInvalidRecord,
+	// CORRUPT_MESSAGE is retried by sarama (a record damaged on the way);
+	// once its retries are spent the broker judged the record, as it does
+	// a record's timestamp outside the topic's bounds.
+	sarama.ErrInvalidMessage,
+	sarama.ErrInvalidTimestamp,
 	sarama.ErrPolicyViolation,
 	sarama.ErrUnknownTopicOrPartition,
 	sarama.ErrUnsupportedForMessageFormat,
@@ -63,13 +73,31 @@ func IsRetriable(err error) bool {
 	return true
 }
 
+// batchRefusals are the broker's judgements of a partition's record batch
+// as a whole, which sarama reports on every record of it though one record
+// (or the batch's size) may be the cause.
+var batchRefusals = []error{
+	sarama.ErrMessageSizeTooLarge,    // a record or the batch over the topic's max.message.bytes
+	sarama.ErrMessageSetSizeTooLarge, // RECORD_LIST_TOO_LARGE
+	sarama.ErrInvalidRecord,          // INVALID_RECORD: a null key on a compacted topic, ...
+	sarama.ErrInvalidMessage,         // CORRUPT_MESSAGE, after sarama's retries
+	sarama.ErrInvalidTimestamp,       // a record's timestamp outside the topic's bounds
+}
+
 // refusedByBroker reports whether err is a final refusal that may have come
-// back for a whole batch (see Sink: isolation). sarama's own checks before
-// sending (a ConfigurationError: too large for Producer.MaxMessageBytes)
-// are about one record and need no isolation.
+// back for a whole batch (see Sink: isolation). The other final errors
+// hold for every record of a topic alike (unknown, invalid or forbidden
+// topic, a policy, an old message format) or come from sarama's own checks
+// before sending (a ConfigurationError: too large for
+// Producer.MaxMessageBytes): resending one record at a time would name no
+// culprit, and stall every topic meanwhile.
 func refusedByBroker(err error) bool {
-	var ce sarama.ConfigurationError
-	return !IsRetriable(err) && !errors.As(err, &ce)
+	for _, r := range batchRefusals {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
+	return false
 }
 
 // PanicError is a panic recovered on one of the producer's goroutines. The
@@ -93,6 +121,10 @@ func Advice(err error) string {
 		return "create the topic, or enable auto.create.topics.enable on the brokers"
 	case errors.Is(err, sarama.ErrInvalidTopic):
 		return "fix the --topic template or the row's routing column"
+	case errors.Is(err, sarama.ErrInvalidMessage):
+		return "Kafka finds the record corrupt (CORRUPT_MESSAGE) even alone, after every retry: check the brokers' logs, or skip the event"
+	case errors.Is(err, sarama.ErrInvalidTimestamp):
+		return "the record's timestamp (the event's commit time) is outside the topic's message.timestamp.*.max.ms: raise them, or skip the event"
 	case errors.Is(err, sarama.ErrTopicAuthorizationFailed), errors.Is(err, sarama.ErrClusterAuthorizationFailed):
 		return "grant the relay's principal WRITE (and IDEMPOTENT_WRITE) on the topic"
 	default:

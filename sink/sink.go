@@ -32,15 +32,20 @@ type delivery struct {
 // Isolation. Kafka accepts or refuses a partition's batch as one, and
 // sarama fails every record of a refused batch with the broker's error
 // (MESSAGE_TOO_LARGE against the topic's max.message.bytes, which bounds
-// the whole batch; INVALID_RECORD for one bad record among good ones). So a
-// refusal of a batching producer is not taken as final: the sink stops
-// that producer writing at once (its gate), before sarama can send the
-// partition's later records, and holds every record the producer then
-// fails. It resends them, in the order they were produced, through a
-// producer that puts one record in each request, reports each one's fate
-// (so only a record Kafka refuses alone is reported undeliverable, named
-// by its own event), and goes on with a new batching producer. Produce
-// waits meanwhile. Records acked before the refusal are not resent.
+// the whole batch; INVALID_RECORD for one bad record among good ones;
+// CORRUPT_MESSAGE once sarama's retries are spent). So such a refusal
+// (see refusedByBroker; an unknown or forbidden topic is not one) of a
+// batching producer is not taken as final: the sink stops that producer
+// writing at once (its gate), before sarama can send the partition's
+// later records, and holds every record the producer then fails. It
+// resends them, in the order they were produced, through producers that
+// put half as many records in a request as the batch refused before, down
+// to one (see isolate), reports each one's fate (so only a record Kafka
+// refuses alone is reported undeliverable, named by its own event), and
+// goes on with a new batching producer. If no record was refused alone,
+// the batches were too large only together, and every later producer puts
+// no more records in a request than got through. Produce waits meanwhile.
+// Records acked before the refusal are not resent.
 type Sink struct {
 	cfg     *sarama.Config // each producer gets a copy with its own gate
 	brokers []string
@@ -64,6 +69,15 @@ type Sink struct {
 	retiring chan struct{}        // closed to make Produce let go of producer
 	closed   bool
 
+	stopAtUndeliverable bool // Config.StopAtUndeliverable
+
+	// maxRecords caps the records per request of the batching producers
+	// once refusals showed larger batches do not fit (0: no cap). Run's
+	// goroutine only.
+	maxRecords int
+	// topicFailures names what sarama's circuit breaker stands for.
+	topicFailures topicFailures
+
 	lastRetryLog atomic.Int64 // unix nanos; retries are logged once per 10 s
 }
 
@@ -78,10 +92,11 @@ func New(cfg Config, onAck AckFunc, opts ...Option) (*Sink, error) {
 	}
 	s := &Sink{
 		cfg: sc, brokers: cfg.Brokers, onAck: onAck, log: zerolog.Nop(),
-		backoff: cfg.RetryBackoff, backoffMax: cfg.RetryBackoffMax,
+		backoff: cfg.RetryBackoff, backoffMax: cfg.RetryBackoffMax, stopAtUndeliverable: cfg.StopAtUndeliverable,
 		ready: make(chan struct{}), closing: make(chan struct{}), stopped: make(chan struct{}),
 		panicCh: make(chan *PanicError, 1),
 		resumed: make(chan struct{}), retiring: make(chan struct{}),
+		topicFailures: topicFailures{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -123,7 +138,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	if s.cfg.Net.SASL.Enable && s.cfg.Net.SASL.Mechanism == sarama.SASLTypePlaintext && !s.cfg.Net.TLS.Enable {
 		s.log.Warn().Msg("SASL PLAIN without TLS: the Kafka password crosses the network in clear text; enable TLS.Enabled (--kafka-tls)")
 	}
-	pr, err := s.connect(false)
+	pr, err := s.connect(s.maxRecords, false)
 	if err != nil {
 		return err
 	}
@@ -138,14 +153,15 @@ func (s *Sink) Run(ctx context.Context) error {
 		if err != nil || len(held) == 0 {
 			return err
 		}
-		if pr, err = s.isolate(ctx, held); err != nil || pr == nil {
+		if pr, err = s.isolate(ctx, held, pr); err != nil || pr == nil {
 			return err
 		}
 	}
 }
 
 // Produce hands ev to the producer. It blocks while the producer's buffer is
-// full or a refused batch is resent, until ctx ends, or until Run stops.
+// full or a refused batch is resent, until ctx ends, or until Run stops or
+// returns (then it returns ErrClosed).
 // The token comes back through the AckFunc. Call it from one goroutine, in
 // WAL order: records keep their order only among one goroutine's calls. A
 // second goroutine may produce to other topics concurrently (the relay's
@@ -164,11 +180,15 @@ func (s *Sink) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64)
 		if resumed == nil {
 			return err
 		}
+		// Run may return while no producer is set (it could not connect
+		// one after a refusal): then nothing will close resumed.
 		select {
 		case <-resumed:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.closing:
+			return ErrClosed
+		case <-s.stopped:
 			return ErrClosed
 		}
 	}
@@ -192,6 +212,8 @@ func (s *Sink) handOver(ctx context.Context, msg *sarama.ProducerMessage) (<-cha
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-s.closing:
+		return nil, ErrClosed
+	case <-s.stopped:
 		return nil, ErrClosed
 	case <-s.retiring:
 		return s.resumed, nil

@@ -75,6 +75,10 @@ func TestConfigRefusesUnsafeOrUnknownSettings(t *testing.T) {
 	if !sc.Producer.Idempotent || sc.Producer.RequiredAcks != sarama.WaitForAll || sc.Net.MaxOpenRequests != 1 {
 		t.Fatalf("producer is not idempotent/acks=all/one request: %+v", sc.Producer)
 	}
+	// Kafka 4 refuses request versions older than Kafka 2.1 (KIP-896).
+	if sc.Version != protocolVersion || !sc.Version.IsAtLeast(sarama.V2_1_0_0) {
+		t.Fatalf("protocol version %s, want %s (and at least 2.1.0 for Kafka 4)", sc.Version, protocolVersion)
+	}
 }
 
 // TestSASLAgainstBroker authenticates with each mechanism against a kfake

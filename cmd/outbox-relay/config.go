@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -236,28 +237,30 @@ type fileValue struct {
 // `slot: 0123` names the slot "0123" (not 83) and `kafka-sasl-password:
 // 0x1F` is that password. The flag package then parses the text as it
 // parses the command line. A value that is not one scalar (a mapping, a
-// list where the flag takes one value, null) is an error for its key.
+// list where the flag takes one value, null, !!binary) or that holds a
+// line break is an error for its key. A file is one YAML document; an
+// empty one (nothing, comments, a lone ---) sets nothing.
 func readConfigFile(path string) (map[string]fileValue, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config file: %w", err)
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("parse config file %s: %w", path, err)
+	root, err := configDocument(path, b)
+	if root == nil || err != nil {
+		return map[string]fileValue{}, err
 	}
-	out := map[string]fileValue{}
-	if len(doc.Content) == 0 { // empty, or only comments
-		return out, nil
-	}
-	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("config file %s: line %d: want a mapping of flag names to values (like `slot: outbox_relay`), not %s", path, root.Line, kindName(root))
 	}
+	out := map[string]fileValue{}
 	var errs []error
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		kn, vn := root.Content[i], root.Content[i+1]
-		if kn.Kind != yaml.ScalarNode {
+		switch {
+		case kn.Kind == yaml.ScalarNode && kn.ShortTag() == "!!merge":
+			errs = append(errs, fmt.Errorf("config file %s: line %d: merge keys (<<) are not supported: write each key out", path, kn.Line))
+			continue
+		case kn.Kind != yaml.ScalarNode:
 			errs = append(errs, fmt.Errorf("config file %s: line %d: a key must be a flag name, not %s", path, kn.Line, kindName(kn)))
 			continue
 		}
@@ -272,6 +275,38 @@ func readConfigFile(path string) (map[string]fileValue, error) {
 	return out, errors.Join(errs...)
 }
 
+// configDocument returns the root node of the file's one YAML document, or
+// nil for an empty file. yaml.Unmarshal reads the first document only: a
+// second one (after ---) was dropped without a word, its slot with it, and
+// the relay created the default slot.
+func configDocument(path string, b []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var root *yaml.Node
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return root, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse config file %s: %w", path, err)
+		}
+		if len(doc.Content) == 0 || isEmptyDocument(doc.Content[0]) {
+			continue
+		}
+		if root != nil {
+			return nil, fmt.Errorf("config file %s: line %d: a second YAML document (after ---), but the relay reads one: merge the documents into one mapping and remove the ---", path, doc.Content[0].Line)
+		}
+		root = doc.Content[0]
+	}
+}
+
+// isEmptyDocument reports whether n is a document with nothing in it (a
+// lone --- or ...).
+func isEmptyDocument(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" && n.Value == "" && n.Style == 0
+}
+
 // valueText is the text of a key's value: a scalar as written, or a list
 // joined with commas for a flag that takes a list.
 func valueText(key string, n *yaml.Node) (string, error) {
@@ -284,7 +319,11 @@ func valueText(key string, n *yaml.Node) (string, error) {
 			if item.Kind != yaml.ScalarNode || item.ShortTag() == "!!null" {
 				return "", fmt.Errorf("item %d of the list is not a single value: write one value per item", i+1)
 			}
-			parts[i] = item.Value
+			text, err := plainText(key, item)
+			if err != nil {
+				return "", fmt.Errorf("item %d of the list %w", i+1, err)
+			}
+			parts[i] = text
 		}
 		return strings.Join(parts, ","), nil
 	}
@@ -303,12 +342,27 @@ func scalarText(key string, n *yaml.Node) (string, error) {
 	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null":
 		return "", fmt.Errorf("is %s, which YAML reads as null: quote it (%s: \"%[1]s\") if you mean that text, write %[2]s: \"\" for an empty value, or remove the key for the default", n.Value, key)
 	case n.Kind == yaml.ScalarNode:
-		return n.Value, nil
+		return plainText(key, n)
 	case n.Kind == yaml.SequenceNode:
 		return "", fmt.Errorf("is a YAML list, but --%s takes one value: write one value, quoted if it starts with [ (%s: \"[...]\")", key, key)
 	default:
 		return "", fmt.Errorf("is %s, but --%s takes one value: write one value, quoted if it starts with { (%s: \"{...}\")", kindName(n), key, key)
 	}
+}
+
+// plainText is a non-null scalar's text, refused where it is not the
+// value itself (!!binary is base64 of it) or holds a line break: no flag
+// takes one, and a block scalar (| or >) keeps its last line's, so
+// `publication: >` named a publication "outbox_relay\n". The value is
+// never quoted back: it may be a password.
+func plainText(key string, n *yaml.Node) (string, error) {
+	switch {
+	case n.ShortTag() == "!!binary":
+		return "", fmt.Errorf("is a !!binary value, which the relay does not decode: write %s as text, without the tag", key)
+	case strings.ContainsAny(n.Value, "\r\n"):
+		return "", errors.New("holds a line break, which no flag takes: write the value on the key's line, or end a block scalar with |- or >- to drop its last line break")
+	}
+	return n.Value, nil
 }
 
 func kindName(n *yaml.Node) string {

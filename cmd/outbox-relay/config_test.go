@@ -183,3 +183,88 @@ func TestConsentFlagsAreCommandLineOnly(t *testing.T) {
 		})
 	}
 }
+
+// A config file is one YAML document: yaml.Unmarshal read the first one
+// only, so a second document (after ---) was dropped without a word, its
+// slot with it, and the relay created the default slot; and a file holding
+// only --- was refused as "not a single value" instead of read as empty.
+func TestConfigFileIsOneDocument(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		want       []string // error parts; nil: accepted
+		slot       string
+	}{
+		{"second document", "slot: first\n---\nslot: second\npublication: p2\n", []string{"line 3", "second YAML document", "merge the documents"}, ""},
+		{"comment, then two documents", "# relay settings\n---\nslot: real\n---\nslot: other\n", []string{"line 5", "second YAML document"}, ""},
+		{"only a document marker", "---\n", nil, defaultSlot()},
+		{"marker and comment", "---\n# nothing yet\n", nil, defaultSlot()},
+		{"marker, then the mapping", "---\nslot: a\n", nil, "a"},
+		{"a trailing empty document", "slot: a\n---\n", nil, "a"},
+		{"document end marker", "slot: a\n...\n", nil, "a"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o, err := parseRun(t, []string{"--config", writeConfig(t, c.yaml)}, nil)
+			if c.want == nil {
+				if err != nil || o.pg.Slot != c.slot {
+					t.Fatalf("%q: slot %q, err %v; want slot %q and no error", c.yaml, o.pg.Slot, err, c.slot)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("%q was accepted (slot %q, publication %q)", c.yaml, o.pg.Slot, o.pg.Publication)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func defaultSlot() string { return newOptions().pg.Slot }
+
+// Values YAML does not hand over as written text were taken anyway: a
+// merge key (<<) was refused as the unknown key "<<", a !!binary value was
+// taken as its base64 text (a password "c2VjcmV0"), and a block scalar kept
+// its last line break, so `publication: >` made the relay create a
+// publication named "outbox_relay\n". Each is refused, naming the key and
+// the fix, and never quoting the value back (it may be a password).
+func TestConfigFileRefusesValuesNotAsWritten(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"merge key", "base: &b\n  slot: s1\n<<: *b\n", []string{"line 3", "merge keys (<<) are not supported", "write each key out"}},
+		{"merge key only", "<<: {slot: merged}\n", []string{"line 1", "merge keys (<<)"}},
+		{"binary", "kafka-sasl-password: !!binary c2VjcmV0\n", []string{"key kafka-sasl-password", "!!binary", "as text"}},
+		{"binary list item", "kafka-brokers: [a:9092, !!binary YjoxCg==]\n", []string{"key kafka-brokers", "item 2", "!!binary"}},
+		{"folded block", "publication: >\n  outbox_relay\n", []string{"key publication", "line break", ">-"}},
+		{"literal block", "kafka-sasl-password: |\n  s3cret\n", []string{"key kafka-sasl-password", "line break", "|-"}},
+		{"two lines", "slot: |-\n  a\n  b\n", []string{"key slot", "line break"}},
+		{"escaped line break", "topic: \"events\\r\"\n", []string{"key topic", "line break"}},
+		{"list item line break", "kafka-brokers:\n  - a:9092\n  - >\n    b:9092\n", []string{"key kafka-brokers", "item 2", "line break"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o, err := parseRun(t, []string{"--config", writeConfig(t, c.yaml)}, nil)
+			if err == nil {
+				t.Fatalf("%q was accepted: publication %q, password %q, brokers %q", c.yaml, o.pg.Publication, o.kafka.SASL.Password, o.kafkaBroker)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+			for _, secret := range []string{"c2VjcmV0", "s3cret"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error quotes the value %q: %v", secret, err)
+				}
+			}
+		})
+	}
+	// Block scalars that strip their line break still work.
+	o, err := parseRun(t, []string{"--config", writeConfig(t, "publication: >-\n  outbox_relay\nslot: |-\n  s1\n")}, nil)
+	if err != nil || o.pg.Publication != "outbox_relay" || o.pg.Slot != "s1" {
+		t.Errorf("publication %q, slot %q, err %v; want outbox_relay, s1", o.pg.Publication, o.pg.Slot, err)
+	}
+}

@@ -46,6 +46,9 @@ func Relay(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (*relay
 		}
 		return cp.Wrap(s), nil
 	}
+	// A relay that halts at an undeliverable event must not let the
+	// events after it reach Kafka first.
+	cfg.Sink.StopAtUndeliverable = cfg.Relay.OnUndeliverable != relay.DeadLetter
 	newSink := func(ack relay.AckFunc) (relay.Sink, error) {
 		opts := []sink.Option{sink.WithLogger(logger), sink.WithMetrics(sinkMetrics)}
 		if cfg.Panics != nil {
