@@ -1,9 +1,9 @@
-# outbox-relay: the commands a newcomer needs. `make test` is what CI runs.
+# outbox-relay: the commands a newcomer needs. `make test` then `make test-kafka` is what CI runs.
 GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/outbox-relay
 
-.PHONY: build test test-short vet fmt demo bench fuzz clean
+.PHONY: build test test-kafka test-short vet fmt demo bench fuzz clean
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/outbox-relay
@@ -11,6 +11,16 @@ build:
 ## test: unit and integration tests (throwaway Postgres + in-process Kafka), race detector on.
 test: vet
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+## test-kafka: the broker-backed tests again, against Apache Kafka (KRaft) instead of kfake:
+## the packages whose tests use internal/kafkatest, relaytest, faulttest or apachekafka. Needs
+## Java 17+ and, on the first run, Maven (see README: Development). -p 1: each package runs
+## its own brokers and Postgres; one package at a time keeps the fault tests' timings honest on
+## 2 cores (about 6 min; -p 2 takes 3.5). OUTBOX_RELAY_KAFKA_VERSION=3.9.1 picks another release.
+KAFKA_PKGS ?= $(shell $(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | \
+	awk '/internal\/(kafkatest|apachekafka|relaytest|faulttest)( |$$)/ {print $$1}')
+test-kafka:
+	OUTBOX_RELAY_APACHE_KAFKA=1 $(GO) test -race -count=1 -p 1 -timeout 40m $(KAFKA_PKGS)
 
 ## test-short: pure unit tests only (no Postgres, no broker).
 test-short:

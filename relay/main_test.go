@@ -4,6 +4,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
@@ -24,5 +25,5 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(runChild())
 	}
-	os.Exit(pgtest.Main(m, &pg))
+	os.Exit(kafkatest.Main(func() int { return pgtest.Main(m, &pg) }))
 }

@@ -31,6 +31,7 @@ func TestDeadLetterCopyHoldsTheSlotUntilAcked(t *testing.T) {
 	// dead-letter copy instead of when the copy was acked: with the
 	// dead-letter topic itself failing, the slot moved past the refused
 	// event, and a crash then lost it from both topics.
+	kafkatest.RequireKfake(t, "produce faults: authorization refused on one topic, NOT_ENOUGH_REPLICAS on the dead-letter topic")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 2})
@@ -242,6 +243,7 @@ func TestProduceFailureAfterRetriesReconnects(t *testing.T) {
 	// moved past the failed event, which was never sent again. With few
 	// retries and an outage longer than they last, the relay must end the
 	// session, reconnect from the slot, and deliver the event afterwards.
+	kafkatest.RequireKfake(t, "a produce fault on one topic")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 2})
@@ -279,6 +281,7 @@ func TestKeepaliveInsideLargeTransactionIsNoBarrier(t *testing.T) {
 	// Pins a keepalive received inside a transaction treated as a barrier:
 	// its WAL end lies past rows of that transaction not yet acked, so the
 	// slot was confirmed past them while they were in flight.
+	kafkatest.RequireKfake(t, "a broker that answers produce requests slowly")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 2})
@@ -345,6 +348,7 @@ func TestGracefulStopDrainsInFlightEvents(t *testing.T) {
 	// Pins a shutdown that stops without waiting for in-flight acks: the
 	// final status update then carried a position behind events Kafka had
 	// (or was about to have), and every deploy resent them.
+	kafkatest.RequireKfake(t, "a broker that answers produce requests slowly")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 2})

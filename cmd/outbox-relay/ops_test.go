@@ -31,7 +31,9 @@ import (
 // its own database and slot.
 var pg *pgtest.Server
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }
+func TestMain(m *testing.M) {
+	os.Exit(kafkatest.Main(func() int { return pgtest.Main(m, &pg) }))
+}
 
 var slotSeq atomic.Int64
 

@@ -56,6 +56,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 // TestSecondSignalExitsAtOnce: while a graceful stop waits for acks that
 // do not come (Kafka refusing), a second signal ends the process at once.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
+	kafkatest.RequireKfake(t, "a produce fault")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	env := relaytest.NewEnv(t, pg, kafkatest.Options{})

@@ -41,6 +41,7 @@ const (
 func TestBatchRefusalBlamesOneRecord(t *testing.T) {
 	for _, mode := range []relay.Undeliverable{relay.DeadLetter, relay.Halt} {
 		t.Run(string(mode), func(t *testing.T) {
+			kafkatest.RequireKfake(t, "holding the broker's first produce answer until later rows queue behind the refused batch")
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 1})
@@ -144,6 +145,16 @@ func checkHalt(ctx context.Context, t *testing.T, env *relaytest.Env, run *relay
 	}
 	if got := env.Confirmed(ctx, env.Slot); got >= end {
 		t.Errorf("slot confirmed %s, past the refused transaction (ends by %s)", got, end)
+	}
+	// The relay has stopped, so Kafka holds all it will. Rows after the
+	// refused one must not be there: raising the topic's limit and
+	// restarting would put the refused event behind them.
+	n, err := kafkatest.Count(ctx, env.Kafka.Addrs(), relaytest.Topics("limited"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != badRow {
+		t.Errorf("the topic holds %d records, want the %d rows before the refused one and none after it", n, badRow)
 	}
 	t.Logf("halt message: %v", run.Err())
 }

@@ -62,7 +62,8 @@ var poisons = []poison{
 	},
 	{
 		name: "refused by the broker", aggType: "forbidden", payload: ptr(`{"p": 2}`),
-		setup: func(_ *testing.T, env *relaytest.Env, _ *relaytest.Config) {
+		setup: func(t *testing.T, env *relaytest.Env, _ *relaytest.Config) {
+			kafkatest.RequireKfake(t, "a broker that refuses writes to one topic (TOPIC_AUTHORIZATION_FAILED)")
 			env.Kafka.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "outbox.event.forbidden",
 				Err: kerr.TopicAuthorizationFailed, Count: -1})
 		},

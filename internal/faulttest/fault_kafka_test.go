@@ -44,6 +44,7 @@ func TestKafkaOutage(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			kafkatest.RequireKfake(t, "a produce fault injected into the broker")
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 2})

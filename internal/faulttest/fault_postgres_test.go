@@ -54,6 +54,7 @@ func TestWALSenderTimeoutWithSlowBroker(t *testing.T) {
 	// in-flight cap for much longer, Postgres ends the replication
 	// connection unless the relay keeps sending status updates on its own
 	// timer while it waits.
+	kafkatest.RequireKfake(t, "a broker that holds produce answers for 12 s")
 	const walSenderTimeout = 5 * time.Second
 	srv := pgtest.New(t, pgtest.Options{Settings: map[string]string{"wal_sender_timeout": "5s"}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -20,6 +20,7 @@ import (
 // shifted by -1 and panicked on a sarama goroutine, ending the process.
 // The record must wait and be delivered once the partition has a leader.
 func TestLeaderlessPartitionDoesNotCrash(t *testing.T) {
+	kafkatest.RequireKfake(t, "metadata that lists a partition without a leader")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 1})

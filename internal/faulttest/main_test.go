@@ -4,6 +4,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 )
 
@@ -11,4 +12,6 @@ import (
 // it; those start their own.
 var pg *pgtest.Server
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }
+func TestMain(m *testing.M) {
+	os.Exit(kafkatest.Main(func() int { return pgtest.Main(m, &pg) }))
+}

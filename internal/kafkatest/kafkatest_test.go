@@ -145,6 +145,7 @@ func TestProduceReadRestart(t *testing.T) {
 }
 
 func TestReadAllSeesNewTopics(t *testing.T) {
+	kafkatest.RequireKfake(t, "a hook on the reader's first metadata request")
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

@@ -1,7 +1,8 @@
 // Package relaytest is the fixture for integration tests: a database with
-// the outbox table on a throwaway Postgres, an in-process Kafka-protocol
-// broker, helpers to write events in transactions, to read the slot, and to
-// run a relay in-process with test-friendly timings.
+// the outbox table on a throwaway Postgres, a broker (kfake, or Apache Kafka
+// under `make test-kafka`: see kafkatest.New), helpers to write events in
+// transactions, to read the slot, and to run a relay in-process with
+// test-friendly timings.
 package relaytest
 
 import (

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 )
 
@@ -31,7 +32,7 @@ var serverSettings = map[string]string{
 // matrix fast on a 2-core machine.
 const defaultParallel = "8"
 
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+func TestMain(m *testing.M) { os.Exit(kafkatest.Main(func() int { return runMain(m) })) }
 
 func runMain(m *testing.M) int {
 	flag.Parse()
