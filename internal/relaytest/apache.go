@@ -22,10 +22,14 @@ import (
 // with ConfigFor, not Config, and read the cluster yourself, not with
 // faulttest.Verify. Insert, Confirmed, WaitConfirmed and faulttest's
 // load, CatchUp and CheckAcknowledged work as with NewEnv.
-//
-// (It repeats NewEnvWith's database set-up, which NewEnvWith could call;
-// this file only adds to the package.)
 func NewEnvNoBroker(t testing.TB, pg *pgtest.Server) *Env {
+	t.Helper()
+	return newDatabase(t, pg, OutboxSQL(t))
+}
+
+// newDatabase creates a fresh database on pg, runs schemaSQL in it and
+// drops its slots at the end of the test.
+func newDatabase(t testing.TB, pg *pgtest.Server, schemaSQL string) *Env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -39,7 +43,7 @@ func NewEnvNoBroker(t testing.TB, pg *pgtest.Server) *Env {
 		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, OutboxSQL(t)); err != nil {
+	if _, err := pool.Exec(ctx, schemaSQL); err != nil {
 		t.Fatalf("create outbox table: %v", err)
 	}
 	t.Cleanup(func() { dropSlots(pool) })
@@ -68,7 +72,6 @@ func dropSlots(pool *pgxpool.Pool) {
 
 // ConfigFor is Config with brokers as the relay's Kafka: the same
 // test-friendly timings, for an env whose Kafka is not Env.Kafka.
-// (Config could be e.ConfigFor(e.Kafka.Addrs()).)
 func (e *Env) ConfigFor(brokers []string) Config {
 	rc := replication.DefaultConfig()
 	rc.ConnString = e.URL

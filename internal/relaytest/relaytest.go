@@ -25,8 +25,6 @@ import (
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/internal/wire"
 	"github.com/outbox-relay/outbox-relay/relay"
-	"github.com/outbox-relay/outbox-relay/replication"
-	"github.com/outbox-relay/outbox-relay/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -68,40 +66,9 @@ func NewEnv(t testing.TB, pg *pgtest.Server, kopts kafkatest.Options) *Env {
 // Insert writes into public.outbox and so only fits the default table.
 func NewEnvWith(t testing.TB, pg *pgtest.Server, kopts kafkatest.Options, schemaSQL string) *Env {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
-	url, err := pg.CreateDatabase(ctx, name)
-	if err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	pool, err := pgxpool.New(context.Background(), url)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, schemaSQL); err != nil {
-		t.Fatalf("create outbox table: %v", err)
-	}
-	t.Cleanup(func() {
-		// Drop the slots so the shared server does not retain WAL for them;
-		// a walsender may linger a moment after its relay stopped.
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for cctx.Err() == nil {
-			var left int
-			_ = pool.QueryRow(cctx, `WITH t AS (SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
-				WHERE database = current_database() AND active_pid IS NOT NULL),
-				d AS (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-				WHERE database = current_database() AND NOT active)
-				SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM d)`).Scan(&left)
-			if left == 0 {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-	return &Env{T: t, PG: pg, URL: url, Slot: "slot_" + name, Pool: pool, Kafka: kafkatest.New(t, kopts)}
+	e := newDatabase(t, pg, schemaSQL)
+	e.Kafka = kafkatest.New(t, kopts)
+	return e
 }
 
 // Event is a row to insert. Seq is written into the payload so order can
@@ -217,23 +184,7 @@ func Eventually(ctx context.Context, every time.Duration, cond func() bool) bool
 type Config wire.Config
 
 // Config returns a relay configuration for this env with short intervals.
-func (e *Env) Config() Config {
-	rc := replication.DefaultConfig()
-	rc.ConnString = e.URL
-	rc.Slot = e.Slot
-	rc.StatusInterval = 100 * time.Millisecond
-	sc := sink.DefaultConfig()
-	sc.Brokers = e.Kafka.Addrs()
-	sc.RetryBackoff = 20 * time.Millisecond
-	sc.RetryBackoffMax = 200 * time.Millisecond
-	sc.Timeout = 5 * time.Second
-	lc := relay.DefaultConfig()
-	lc.BackoffMin = 50 * time.Millisecond
-	lc.BackoffMax = 500 * time.Millisecond
-	lc.StandbyPoll = 200 * time.Millisecond
-	lc.ShutdownTimeout = 10 * time.Second
-	return Config{Replication: rc, Sink: sc, Relay: lc}
-}
+func (e *Env) Config() Config { return e.ConfigFor(e.Kafka.Addrs()) }
 
 // Running is a relay running in-process.
 type Running struct {
