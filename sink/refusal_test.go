@@ -88,19 +88,21 @@ func TestRefusedBatchIsIsolated(t *testing.T) {
 	}
 }
 
-func testRefusedBatch(t *testing.T, bad int) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+// heldLimitedCluster starts a kfake broker with limitedTopic (partitions,
+// max.message.bytes 2000) that holds the first produce request until
+// release is closed, so later records queue behind it; arrived closes when
+// that request is in.
+func heldLimitedCluster(t *testing.T, partitions int32) (cluster *kfake.Cluster, arrived, release chan struct{}) {
+	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cluster.Close()
-	if err := cluster.CreateTopic(limitedTopic, 1, map[string]string{"max.message.bytes": "2000"}); err != nil {
+	t.Cleanup(cluster.Close)
+	if err := cluster.CreateTopic(limitedTopic, partitions, map[string]string{"max.message.bytes": "2000"}); err != nil {
 		t.Fatal(err)
 	}
-	// Hold the first produce request until later records are queued behind it.
-	arrived, release := make(chan struct{}), make(chan struct{})
+	arrived, release = make(chan struct{}), make(chan struct{})
 	var held atomic.Bool
 	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		if held.CompareAndSwap(false, true) {
@@ -109,6 +111,13 @@ func testRefusedBatch(t *testing.T, bad int) {
 		}
 		return nil, nil, false
 	})
+	return cluster, arrived, release
+}
+
+func testRefusedBatch(t *testing.T, bad int) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cluster, arrived, release := heldLimitedCluster(t, 1)
 
 	cfg := DefaultConfig()
 	cfg.Brokers = cluster.ListenAddrs()
@@ -614,23 +623,7 @@ func TestProduceReturnsOnceRunHasReturned(t *testing.T) {
 func TestRefusalsOnTwoPartitionsAtOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	if err := cluster.CreateTopic(limitedTopic, 2, map[string]string{"max.message.bytes": "2000"}); err != nil {
-		t.Fatal(err)
-	}
-	arrived, release := make(chan struct{}), make(chan struct{})
-	var held atomic.Bool
-	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if held.CompareAndSwap(false, true) {
-			close(arrived)
-			cluster.SleepControl(func() { <-release })
-		}
-		return nil, nil, false
-	})
+	cluster, arrived, release := heldLimitedCluster(t, 2)
 	cfg := DefaultConfig()
 	cfg.Brokers, cfg.Linger = cluster.ListenAddrs(), 100*time.Millisecond
 	got := newFates()
