@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
-	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -26,7 +25,7 @@ func classifyDelivery(err error) error {
 // isFatal reports errors a reconnect cannot fix.
 func isFatal(err error) bool {
 	var ue *UndeliverableError
-	return replication.IsConfigError(err) || errors.As(err, &ue)
+	return outboxrelay.IsConfigError(err) || errors.As(err, &ue)
 }
 
 // UndeliverableError stops the relay at an event it cannot deliver. The

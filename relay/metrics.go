@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/outbox-relay/outbox-relay/replication"
-	"github.com/outbox-relay/outbox-relay/sink"
 	"github.com/prometheus/client_golang/prometheus"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/sink"
 )
 
 // Metrics are the relay's instruments, registered once per process.
@@ -129,9 +130,9 @@ func (m *Metrics) failures(err error) {
 	var ue *UndeliverableError
 	cause := "postgres"
 	switch {
-	case errors.Is(err, replication.ErrSlotActive):
+	case errors.Is(err, outboxrelay.ErrSlotActive):
 		cause = "slot_active"
-	case replication.IsConfigError(err):
+	case outboxrelay.IsConfigError(err):
 		cause = "config"
 	case errors.As(err, &ue):
 		cause = "undeliverable"

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/admin"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
-	"github.com/outbox-relay/outbox-relay/replication"
 )
 
 // partitionedOutbox is the default outbox split in two by created_at.
@@ -54,7 +56,7 @@ func waitHalt(ctx context.Context, t *testing.T, run *relaytest.Running, want ..
 		t.Fatalf("relay still %s (%s); want it stopped saying one of %q", st.Phase, st.Detail, want)
 	}
 	err := run.Err()
-	var ce *replication.ConfigError
+	var ce *outboxrelay.ConfigError
 	matched := false
 	for _, w := range want {
 		matched = matched || err != nil && strings.Contains(err.Error(), w)
@@ -218,7 +220,7 @@ func TestPartitionDetachedBeforeItWasReadHalts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	evs, err := replication.Peek(ctx, conn, cfg.Replication, 0)
+	evs, err := admin.Peek(ctx, conn, cfg.Replication, 0)
 	if err != nil || len(evs) != 1 {
 		t.Errorf("slot peek = %+v, %v; want the row written into outbox_b", evs, err)
 	}

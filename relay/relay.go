@@ -7,11 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/sink"
-	"github.com/rs/zerolog"
 )
 
 // Source is the replication stream as the relay uses it.
@@ -139,7 +140,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		var wait time.Duration
 		switch {
-		case errors.Is(err, replication.ErrSlotActive):
+		case errors.Is(err, outboxrelay.ErrSlotActive):
 			if !standby {
 				r.log.Info().Err(err).Msg("slot held by another relay; waiting as hot standby")
 			}

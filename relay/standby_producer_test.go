@@ -6,11 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
+	"github.com/outbox-relay/outbox-relay/internal/wire"
 	"github.com/outbox-relay/outbox-relay/relay"
-	"github.com/outbox-relay/outbox-relay/replication"
-	"github.com/outbox-relay/outbox-relay/sink"
 )
 
 // TestStandbyBuildsNoProducerWhilePolling pins a hot standby that built and
@@ -26,14 +27,18 @@ func TestStandbyBuildsNoProducerWhilePolling(t *testing.T) {
 	active.WaitReady(ctx, t)
 
 	var sources, sinks atomic.Int64
+	newSource, newSink, err := wire.Parts(wire.Config(cfg), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	standby, err := relay.New(cfg.Relay,
 		func() (relay.Source, error) {
 			sources.Add(1)
-			return replication.New(cfg.Replication)
+			return newSource()
 		},
 		func(ack relay.AckFunc) (relay.Sink, error) {
 			sinks.Add(1)
-			return sink.New(cfg.Sink, ack)
+			return newSink(ack)
 		})
 	if err != nil {
 		t.Fatal(err)

@@ -46,8 +46,8 @@ func (c Columns) logical() map[string]string {
 	}
 }
 
-// required are the columns every outbox row must have.
-func (c Columns) required() []string {
+// Required are the columns every outbox row must have.
+func (c Columns) Required() []string {
 	return []string{c.ID, c.AggregateType, c.AggregateID, c.EventType, c.Payload}
 }
 
@@ -106,7 +106,7 @@ func DefaultConfig() Config {
 	}
 }
 
-func (c Config) validate() error {
+func (c Config) Validate() error {
 	var errs []error
 	if c.ConnString == "" {
 		errs = append(errs, errors.New("a Postgres URL is required (--pg-url)"))
@@ -144,9 +144,9 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// tableName is the parsed Table; validate has refused one that does not
+// TableName is the parsed Table; validate has refused one that does not
 // parse, so the zero value only reaches code that validate did not guard.
-func (c Config) tableName() TableName {
+func (c Config) TableName() TableName {
 	t, _ := ParseTable(c.Table)
 	return t
 }

@@ -105,7 +105,7 @@ func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
 		onSkip = func(string) {}
 	}
 	d := &Decoder{
-		table: cfg.tableName(),
+		table: cfg.TableName(),
 		cols:  cfg.Columns, routing: cfg.Routing, template: tmpl,
 		relations: make(map[uint32]*relation),
 		onSkip:    onSkip,

@@ -201,7 +201,7 @@ func TestDecodeMissingColumnIsAConfigError(t *testing.T) {
 	// A Relation without the payload column: someone dropped it mid-stream.
 	cols := []column{{"id", 2950}, {"aggregate_type", 25}, {"aggregate_id", 25}, {"event_type", 25}, {"headers", 3802}}
 	_, _, err := d.Decode(1, relationMsg(1, "public", "outbox", cols))
-	if !IsConfigError(err) || !strings.Contains(err.Error(), `"payload"`) {
+	if !outboxrelay.IsConfigError(err) || !strings.Contains(err.Error(), `"payload"`) {
 		t.Fatalf("got %v, want a ConfigError naming the payload column", err)
 	}
 }

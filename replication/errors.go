@@ -3,44 +3,12 @@ package replication
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/pgerr"
 )
-
-// SQLSTATEs the package tells apart.
-const (
-	sqlstateUndefinedObject       = "42704"
-	sqlstateDuplicateObject       = "42710"
-	sqlstateInsufficientPrivilege = "42501"
-	sqlstateObjectInUse           = "55006" // "replication slot ... is active for PID n"
-	sqlstateUniqueViolation       = "23505"
-)
-
-// ErrSlotActive means another process streams from the slot. The relay waits
-// and retries: a second instance is a hot standby, not a crash loop.
-var ErrSlotActive = errors.New("replication slot is active in another process")
-
-// ConfigError is a problem retrying cannot fix: the server, the table or the
-// configuration must change first. Its message names the fix.
-type ConfigError struct {
-	Problem string
-	Fix     string
-}
-
-func (e *ConfigError) Error() string {
-	if e.Fix == "" {
-		return e.Problem
-	}
-	return e.Problem + "; " + e.Fix
-}
-
-func configErr(problem, fixFormat string, args ...any) error {
-	return &ConfigError{Problem: problem, Fix: fmt.Sprintf(fixFormat, args...)}
-}
-
-// IsConfigError reports whether err needs a human to change something.
-func IsConfigError(err error) bool {
-	var ce *ConfigError
-	return errors.As(err, &ce)
-}
 
 // UnmappableError means an outbox row cannot become a Kafka record as
 // configured (a NULL id, a NULL payload, a topic name Kafka would refuse).
@@ -50,3 +18,34 @@ type UnmappableError struct {
 }
 
 func (e *UnmappableError) Error() string { return e.Reason }
+
+func configErr(problem, fixFormat string, args ...any) error {
+	return &outboxrelay.ConfigError{Problem: problem, Fix: fmt.Sprintf(fixFormat, args...)}
+}
+
+func classifyStartError(slot string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case pgerr.ObjectInUse:
+			return fmt.Errorf("%s: %w", pgErr.Message, outboxrelay.ErrSlotActive)
+		case pgerr.UndefinedObject:
+			return &outboxrelay.ConfigError{Problem: pgErr.Message, Fix: fmt.Sprintf("create it with: outbox-relay setup (or run %q)", "SELECT pg_create_logical_replication_slot('"+slot+"', 'pgoutput')")}
+		}
+	}
+	return fmt.Errorf("start replication: %w", err)
+}
+
+// classifyStreamError makes a missing publication, which the walsender
+// reports while decoding (it looks publications up as of each change), a
+// ConfigError: reconnecting meets the same WAL and the same error forever.
+func classifyStreamError(cfg Config, pgErr *pgconn.PgError) error {
+	if pgErr.Code == pgerr.UndefinedObject && strings.Contains(pgErr.Message, "publication") {
+		return &outboxrelay.ConfigError{
+			Problem: fmt.Sprintf("replication: %s: the publication was dropped or renamed, or created after the WAL the slot is decoding", pgErr.Message),
+			Fix: fmt.Sprintf("if it was renamed, rename it back to %s; if it was dropped and created again, move the slot past its creation (outbox-relay slot advance) and re-publish the rows inserted in between",
+				QuoteIdent(cfg.Publication)),
+		}
+	}
+	return fmt.Errorf("replication: %w", pgErr)
+}

@@ -91,9 +91,9 @@ func (t TableName) SQL() string { return pgx.Identifier{t.Schema, t.Table}.Sanit
 // pastes into psql.
 func (t TableName) String() string { return t.SQL() }
 
-// quoteIdent quotes one identifier for SQL text (publication names in
+// QuoteIdent quotes one identifier for SQL text (publication names in
 // statements we print or run).
-func quoteIdent(name string) string { return pgx.Identifier{name}.Sanitize() }
+func QuoteIdent(name string) string { return pgx.Identifier{name}.Sanitize() }
 
 // publicationNamesArg is the publication_names plugin option of
 // START_REPLICATION. The server parses its value like an identifier list
@@ -101,5 +101,5 @@ func quoteIdent(name string) string { return pgx.Identifier{name}.Sanitize() }
 // commas, so the name goes in double quotes, and the whole option value in
 // single quotes with any quote doubled.
 func publicationNamesArg(name string) string {
-	return "publication_names '" + strings.ReplaceAll(quoteIdent(name), "'", "''") + "'"
+	return "publication_names '" + strings.ReplaceAll(QuoteIdent(name), "'", "''") + "'"
 }

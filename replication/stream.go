@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	outboxrelay "github.com/outbox-relay/outbox-relay"
@@ -29,26 +26,33 @@ const finalStatusTimeout = 5 * time.Second
 // Run may be called once.
 type Stream struct {
 	cfg     Config
+	prep    Preparer
 	log     zerolog.Logger
 	metrics *Metrics
 	out     chan Message
 	started chan struct{} // closed once the server streams
 
+	// confirmed is the one high-water mark: the highest position the relay
+	// asked to confirm. Run's goroutine reads it before each status update.
 	confirmed atomic.Uint64
 	// position is the slot's confirmed_flush_lsn when streaming started.
 	position atomic.Uint64
-	// prepared, when set, runs on Run's goroutine after preflight and
-	// setup, before replication starts, with the slot's position: what it
-	// reads of the catalog is older than every change the stream decodes.
-	prepared func(ctx context.Context, conn *pgx.Conn, in Inspection, start outboxrelay.LSN) error
+	// record and sent are Run's goroutine's own: the plan's hook, and the
+	// last position a status update carried.
+	record func(ctx context.Context, want outboxrelay.LSN) (outboxrelay.LSN, error)
+	sent   outboxrelay.LSN
 }
 
-// New validates cfg and returns a Stream; it connects to nothing.
-func New(cfg Config, opts ...Option) (*Stream, error) {
-	if err := cfg.validate(); err != nil {
+// New validates cfg and returns a Stream that prepares each session with
+// prep; it connects to nothing.
+func New(cfg Config, prep Preparer, opts ...Option) (*Stream, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("replication config: %w", err)
 	}
-	s := &Stream{cfg: cfg, log: zerolog.Nop(), out: make(chan Message, messageBuffer), started: make(chan struct{})}
+	if prep == nil {
+		return nil, errors.New("replication: a Preparer is required")
+	}
+	s := &Stream{cfg: cfg, prep: prep, log: zerolog.Nop(), out: make(chan Message, messageBuffer), started: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -64,9 +68,10 @@ func (s *Stream) Streaming() <-chan struct{} { return s.started }
 // Messages delivers the stream in WAL order. It is closed when Run returns.
 func (s *Stream) Messages() <-chan Message { return s.out }
 
-// Confirm raises the position reported to Postgres on the next status
-// update. Call it only with a position every earlier event is acked behind;
-// lower values are ignored. Safe from any goroutine.
+// Confirm raises the position the next status update asks the plan's
+// Record hook for. Call it only with a position every earlier event is
+// acked behind; lower values are ignored. Safe from any goroutine; it does
+// no I/O.
 func (s *Stream) Confirm(lsn outboxrelay.LSN) {
 	for {
 		cur := s.confirmed.Load()
@@ -80,19 +85,23 @@ func (s *Stream) Confirm(lsn outboxrelay.LSN) {
 // before that.
 func (s *Stream) StartPosition() outboxrelay.LSN { return outboxrelay.LSN(s.position.Load()) }
 
-// Run checks the server, creates the publication and slot if allowed and
-// missing, and streams until ctx ends or the connection fails. On ctx end it
-// sends a final status update with the confirmed position before closing,
-// so a graceful restart resends nothing. It returns nil after a graceful
-// stop, ErrSlotActive (wrapped) while another process holds the slot, a
+// Run prepares the session (the Preparer's checks, setup and slot reading)
+// and streams until ctx ends or the connection fails. On ctx end it sends a
+// final status update with the confirmed position before closing, so a
+// graceful restart resends nothing. It returns nil after a graceful stop,
+// ErrSlotActive (wrapped) while another process holds the slot, a
 // *ConfigError for problems that need a human, and any other error for
 // failures worth a retry.
 func (s *Stream) Run(ctx context.Context) error {
 	defer close(s.out)
-	start, in, err := s.prepare(ctx)
+	plan, err := s.prep.Prepare(ctx)
 	if err != nil {
 		return err
 	}
+	if plan.Close != nil {
+		defer plan.Close()
+	}
+	s.record = plan.Record
 	conn, err := s.connectReplication(ctx)
 	if err != nil {
 		return err
@@ -104,20 +113,19 @@ func (s *Stream) Run(ctx context.Context) error {
 	}()
 
 	args := []string{"proto_version '1'", publicationNamesArg(s.cfg.Publication)}
-	if in.ServerVersion >= 140000 {
+	if plan.ServerVersion >= 140000 {
 		args = append(args, "messages 'true'")
 	}
-	if err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, start, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+	if err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, plan.Start, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		return classifyStartError(s.cfg.Slot, err)
 	}
-	s.Confirm(start)
-	s.position.Store(uint64(start))
+	s.Confirm(plan.Start)
+	s.sent = plan.Start
+	s.position.Store(uint64(plan.Start))
 	close(s.started)
-	s.log.Info().Str("slot", s.cfg.Slot).Str("lsn", start.String()).Msg("streaming")
+	s.log.Info().Str("slot", s.cfg.Slot).Str("lsn", plan.Start.String()).Msg("streaming")
 
-	match, closeMatch := s.outboxMatcher(ctx, in)
-	defer closeMatch()
-	err = s.stream(ctx, conn, match)
+	err = s.stream(ctx, conn, NewOutboxMatcher(s.cfg.TableName(), plan.Relations, plan.Lookup))
 	if ctx.Err() == nil {
 		return err
 	}
@@ -130,7 +138,7 @@ func (s *Stream) Run(ctx context.Context) error {
 	if err := endCopy(conn); err != nil {
 		s.log.Warn().Err(err).Msg("end replication after the final status update; the server may resend a little")
 	}
-	s.log.Info().Str("lsn", s.confirmedLSN().String()).Msg("final status update sent")
+	s.log.Info().Str("lsn", s.sent.String()).Msg("final status update sent")
 	return nil
 }
 
@@ -164,108 +172,9 @@ func endCopy(conn *pgconn.PgConn) error {
 	}
 }
 
-func (s *Stream) prepare(ctx context.Context) (outboxrelay.LSN, Inspection, error) {
-	conn, err := pgx.Connect(ctx, s.cfg.ConnString)
-	if err != nil {
-		return 0, Inspection{}, fmt.Errorf("connect to postgres: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-
-	in, err := Preflight(ctx, conn, s.cfg)
-	if err != nil {
-		return 0, in, err
-	}
-	if err := in.Err(); err != nil {
-		return 0, in, err
-	}
-	for _, c := range in.Checks {
-		if c.Warning && !c.OK {
-			s.log.Warn().Str("check", c.Name).Str("fix", c.Fix).Msg(c.Detail)
-		}
-	}
-	created, err := Setup(ctx, conn, s.cfg, in)
-	if err != nil {
-		return 0, in, err
-	}
-	for _, c := range created {
-		s.log.Info().Str("created", c).Msg("created missing " + strings.Fields(c)[0])
-	}
-	slot := in.Slot
-	if len(created) > 0 {
-		if slot, err = ReadSlot(ctx, conn, s.cfg.Slot); err != nil {
-			return 0, in, err
-		}
-	}
-	if slot.ActivePID != 0 {
-		return 0, in, fmt.Errorf("slot %q held by PID %d: %w", s.cfg.Slot, slot.ActivePID, ErrSlotActive)
-	}
-	if s.prepared != nil {
-		if err := s.prepared(ctx, conn, in, slot.ConfirmedFlush); err != nil {
-			return 0, in, err
-		}
-	}
-	return slot.ConfirmedFlush, in, nil
-}
-
-// outboxMatcher recognises the outbox's relations for the decoder: by
-// name, by the ids preflight found (the table and its partitions) and, for
-// a partitioned outbox, by asking the server about a relation it has not
-// seen (a partition attached since). Relation messages are rare (once per
-// relation per session and after DDL), so the lookup costs nothing per row.
-func (s *Stream) outboxMatcher(ctx context.Context, in Inspection) (OutboxMatcher, func()) {
-	var conn *pgx.Conn
-	closeConn := func() {
-		if conn != nil {
-			conn.Close(context.WithoutCancel(ctx))
-		}
-	}
-	tn := s.cfg.tableName()
-	lookup := func(relid uint32, namespace, name string, columns []string) (bool, error) {
-		if conn == nil {
-			c, err := pgx.Connect(ctx, s.cfg.ConnString)
-			if err != nil {
-				return false, fmt.Errorf("connect to postgres to look up relation %s: %w", TableName{namespace, name}, err)
-			}
-			conn = c
-		}
-		var partition bool
-		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) WHERE relid = $2::oid::regclass)`,
-			relid, in.TableOID).Scan(&partition)
-		if err != nil {
-			return false, fmt.Errorf("look up whether %s is a partition of %s: %w", TableName{namespace, name}, tn, err)
-		}
-		if !partition && !in.PublishViaRoot && hasColumns(columns, s.cfg.Columns.required()) {
-			// Today's catalog cannot tell a partition detached since its
-			// rows were written from another table of the same shape, and
-			// skipping it would lose those rows.
-			return false, &ConfigError{
-				Problem: fmt.Sprintf("rows of %s arrived in publication %s with the outbox's columns, but %s is not a partition of %s now; it was probably detached after they were written",
-					TableName{namespace, name}, quoteIdent(s.cfg.Publication), TableName{namespace, name}, tn),
-				Fix: fmt.Sprintf("attach it again until the relay is past it (ALTER TABLE %s ATTACH PARTITION %s ...), or publish the outbox with ALTER PUBLICATION %s SET (publish_via_partition_root = true) before detaching partitions; if it is another table, stream the outbox through a publication of its own",
-					tn, TableName{namespace, name}, quoteIdent(s.cfg.Publication)),
-			}
-		}
-		return partition, nil
-	}
-	if !in.Partitioned {
-		lookup = nil
-	}
-	return newOutboxMatcher(tn, in.Relations, lookup), closeConn
-}
-
-// hasColumns reports whether columns holds every name in want.
-func hasColumns(columns, want []string) bool {
-	for _, w := range want {
-		if !slices.Contains(columns, w) {
-			return false
-		}
-	}
-	return true
-}
-
-// newOutboxMatcher matches tn by name and the relations by id; lookup, when
+// NewOutboxMatcher matches tn by name and the relations by id; lookup, when
 // not nil, decides (once) about any other relation id.
-func newOutboxMatcher(tn TableName, relations []uint32, lookup OutboxMatcher) OutboxMatcher {
+func NewOutboxMatcher(tn TableName, relations []uint32, lookup OutboxMatcher) OutboxMatcher {
 	known := make(map[uint32]bool, len(relations))
 	for _, id := range relations {
 		known[id] = true
@@ -288,7 +197,7 @@ func newOutboxMatcher(tn TableName, relations []uint32, lookup OutboxMatcher) Ou
 func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(s.cfg.ConnString)
 	if err != nil {
-		return nil, &ConfigError{Problem: fmt.Sprintf("parse --pg-url: %v", err), Fix: "use a libpq URL like postgres://user:pass@host:5432/db"}
+		return nil, &outboxrelay.ConfigError{Problem: fmt.Sprintf("parse --pg-url: %v", err), Fix: "use a libpq URL like postgres://user:pass@host:5432/db"}
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
@@ -296,33 +205,6 @@ func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 		return nil, fmt.Errorf("open replication connection: %w", err)
 	}
 	return conn, nil
-}
-
-func classifyStartError(slot string, err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case sqlstateObjectInUse:
-			return fmt.Errorf("%s: %w", pgErr.Message, ErrSlotActive)
-		case sqlstateUndefinedObject:
-			return &ConfigError{Problem: pgErr.Message, Fix: fmt.Sprintf("create it with: outbox-relay setup (or run %q)", "SELECT pg_create_logical_replication_slot('"+slot+"', 'pgoutput')")}
-		}
-	}
-	return fmt.Errorf("start replication: %w", err)
-}
-
-// classifyStreamError makes a missing publication, which the walsender
-// reports while decoding (it looks publications up as of each change), a
-// ConfigError: reconnecting meets the same WAL and the same error forever.
-func classifyStreamError(cfg Config, pgErr *pgconn.PgError) error {
-	if pgErr.Code == sqlstateUndefinedObject && strings.Contains(pgErr.Message, "publication") {
-		return &ConfigError{
-			Problem: fmt.Sprintf("replication: %s: the publication was dropped or renamed, or created after the WAL the slot is decoding", pgErr.Message),
-			Fix: fmt.Sprintf("if it was renamed, rename it back to %s; if it was dropped and created again, move the slot past its creation (outbox-relay slot advance) and re-publish the rows inserted in between",
-				quoteIdent(cfg.Publication)),
-		}
-	}
-	return fmt.Errorf("replication: %w", pgErr)
 }
 
 // stream is the receive loop. It returns ctx.Err() on cancellation.
@@ -463,10 +345,20 @@ func (s *Stream) emit(ctx context.Context, conn *pgconn.PgConn, m Message, next 
 	}
 }
 
-func (s *Stream) confirmedLSN() outboxrelay.LSN { return outboxrelay.LSN(s.confirmed.Load()) }
-
+// sendStatus reports the confirmed position: what the relay asked for, once
+// the plan's Record hook has made it durable. Only Run's goroutine sends.
 func (s *Stream) sendStatus(ctx context.Context, conn *pgconn.PgConn, reply bool) error {
-	lsn := s.confirmedLSN()
+	lsn := s.sent
+	if want := outboxrelay.LSN(s.confirmed.Load()); want > lsn {
+		lsn = want
+		if s.record != nil {
+			got, err := s.record(ctx, want)
+			if err != nil {
+				return err
+			}
+			lsn = max(min(got, want), s.sent)
+		}
+	}
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: lsn,
 		WALFlushPosition: lsn,
@@ -476,15 +368,8 @@ func (s *Stream) sendStatus(ctx context.Context, conn *pgconn.PgConn, reply bool
 	if err != nil {
 		return fmt.Errorf("send standby status update: %w", err)
 	}
+	s.sent = lsn
 	s.metrics.statusUpdates.Inc()
 	s.metrics.confirmedLSN.Set(float64(lsn))
 	return nil
-}
-
-func parseLSN(s string) (outboxrelay.LSN, error) {
-	lsn, err := pglogrepl.ParseLSN(s)
-	if err != nil {
-		return 0, fmt.Errorf("parse LSN %q: %w", s, err)
-	}
-	return lsn, nil
 }

@@ -10,10 +10,11 @@ import (
 	"sort"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/sink"
-	"gopkg.in/yaml.v3"
 )
 
 // options holds every flag; each subcommand registers the groups it uses.

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/admin"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/replication"
 )
 
@@ -73,7 +76,7 @@ type gapView struct {
 	Description string `json:"description"`
 }
 
-func newSlotView(st replication.SlotStatus) slotView {
+func newSlotView(st admin.SlotStatus) slotView {
 	v := slotView{
 		Name: st.Name, Exists: st.Exists, Plugin: st.Plugin, Database: st.Database,
 		Active: st.Active, ActivePID: st.ActivePID,
@@ -124,12 +127,12 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	defer closeConn(conn)
 
-	// The slot before the record: see replication.DetectGap.
-	st, err := replication.ReadSlotStatus(ctx, conn, o.pg.Slot)
+	// The slot before the record: see checkpoint.DetectGap.
+	st, err := admin.ReadSlotStatus(ctx, conn, o.pg.Slot)
 	if err != nil {
 		return err
 	}
-	rec, hasRec, err := replication.ReadCheckpoint(ctx, conn, o.pg.Slot)
+	rec, hasRec, err := checkpoint.Read(ctx, conn, o.pg.Slot)
 	if err != nil {
 		return err
 	}
@@ -141,7 +144,7 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	if hasRec {
 		r.Checkpoint = &checkpointView{LSN: lsnText(rec.LSN), UpdatedAt: rec.UpdatedAt, MovedBy: rec.MovedBy}
 	}
-	if gap := replication.DetectGap(o.pg.Slot, st.Info(), rec, hasRec, st.CurrentWAL); gap != nil {
+	if gap := checkpoint.DetectGap(o.pg.Slot, st.Info(), rec, hasRec, st.CurrentWAL); gap != nil {
 		r.Gap = &gapView{Kind: gap.Kind, From: lsnText(gap.From), To: lsnText(gap.To), Description: gap.Describe()}
 		r.Problems = append(r.Problems, "gap: "+gap.Describe()+"; see docs/operations.md, 'Gap report'")
 	}
@@ -153,7 +156,7 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	case st.WALStatus == "unreserved":
 		r.Problems = append(r.Problems, "slot wal_status is 'unreserved': it is about to be lost (max_slot_wal_keep_size); see docs/operations.md, 'WAL growing'")
 	}
-	checks, err := replication.PublicationChecks(ctx, conn, o.pg)
+	checks, err := admin.PublicationChecks(ctx, conn, o.pg)
 	if err != nil {
 		return err
 	}
@@ -218,7 +221,7 @@ func printStatus(w io.Writer, r statusReport) {
 		}
 		fmt.Fprintf(w, "  tables\t%s\n  publishes\t%s\n", orDash(tables), orDash(strings.Join(p.Operations, ", ")))
 	}
-	fmt.Fprintf(w, "RELAY CHECKPOINT\t(%s)\n", replication.CheckpointTable)
+	fmt.Fprintf(w, "RELAY CHECKPOINT\t(%s)\n", checkpoint.Table)
 	if c := r.Checkpoint; c == nil {
 		fmt.Fprintf(w, "  lsn\tnone recorded yet (the relay records it once it streams)\n")
 	} else {
@@ -256,16 +259,16 @@ func runPreflight(ctx context.Context, args []string, getenv func(string) string
 	}
 	defer closeConn(conn)
 
-	in, err := replication.Preflight(ctx, conn, o.pg)
+	in, err := admin.Preflight(ctx, conn, o.pg)
 	if err != nil {
 		return err
 	}
-	cp, err := replication.CheckpointCheck(ctx, conn)
+	cp, err := admin.CheckpointCheck(ctx, conn)
 	if err != nil {
 		return err
 	}
 	in.Checks = append(in.Checks, cp)
-	in2 := replication.Inspection{Checks: in.Checks}
+	in2 := admin.Inspection{Checks: in.Checks}
 	r := preflightReport{CanStart: in2.Err() == nil}
 	for _, c := range in.Checks {
 		v := checkView{Name: c.Name, Status: "ok"}
@@ -312,11 +315,11 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	if printSQL {
 		fmt.Fprintf(stdout, "-- outbox-relay setup for slot %q: run in the application's database, in this order.\n", o.pg.Slot)
 		fmt.Fprintln(stdout, "-- 1. The publication (before the slot: a slot only sees publications older than its position).")
-		fmt.Fprintln(stdout, replication.CreatePublicationSQL(o.pg))
+		fmt.Fprintln(stdout, admin.CreatePublicationSQL(o.pg))
 		fmt.Fprintln(stdout, "-- 2. The slot (needs REPLICATION or rds_replication).")
-		fmt.Fprintln(stdout, replication.CreateSlotSQL(o.pg))
+		fmt.Fprintln(stdout, admin.CreateSlotSQL(o.pg))
 		fmt.Fprintln(stdout, "-- 3. The relay's checkpoint record (grant the relay's role SELECT, INSERT, UPDATE, DELETE on it).")
-		fmt.Fprintln(stdout, replication.CheckpointTableSQL)
+		fmt.Fprintln(stdout, checkpoint.TableSQL)
 		return nil
 	}
 	conn, err := opsConnect(ctx, o)
@@ -327,11 +330,11 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 
 	cfg := o.pg
 	cfg.Create = true
-	in, err := replication.Preflight(ctx, conn, cfg)
+	in, err := admin.Preflight(ctx, conn, cfg)
 	if err != nil {
 		return err
 	}
-	created, err := replication.Setup(ctx, conn, cfg, in)
+	created, err := admin.Setup(ctx, conn, cfg, in)
 	if err != nil {
 		return err
 	}
@@ -345,27 +348,27 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	if in.Slot.Exists {
 		r.Actions = append(r.Actions, "slot "+cfg.Slot+" already exists")
 	}
-	if err := replication.EnsureCheckpointTable(ctx, conn); err != nil {
+	if err := checkpoint.EnsureTable(ctx, conn); err != nil {
 		return err
 	}
-	slot, err := replication.ReadSlot(ctx, conn, cfg.Slot)
+	slot, err := checkpoint.ReadSlot(ctx, conn, cfg.Slot)
 	if err != nil {
 		return err
 	}
-	rec, hasRec, err := replication.ReadCheckpoint(ctx, conn, cfg.Slot)
+	rec, hasRec, err := checkpoint.Read(ctx, conn, cfg.Slot)
 	if err != nil {
 		return err
 	}
 	if hasRec {
 		r.Actions = append(r.Actions, fmt.Sprintf("checkpoint record exists at %s (moved by %s)", rec.LSN, rec.MovedBy))
 	} else {
-		if err := replication.AdoptCheckpoint(ctx, conn, cfg.Slot, slot.ConfirmedFlush, replication.MovedBySetup); err != nil {
+		if err := checkpoint.Adopt(ctx, conn, cfg.Slot, slot.ConfirmedFlush, checkpoint.MovedBySetup); err != nil {
 			return err
 		}
 		r.Actions = append(r.Actions, fmt.Sprintf("recorded checkpoint %s", slot.ConfirmedFlush))
 	}
 	var problems []string
-	if gap := replication.DetectGap(cfg.Slot, slot, rec, hasRec, slot.ConfirmedFlush); gap != nil {
+	if gap := checkpoint.DetectGap(cfg.Slot, slot, rec, hasRec, slot.ConfirmedFlush); gap != nil {
 		problems = append(problems, "gap: "+gap.Describe())
 	}
 	for _, c := range in.Failed() {

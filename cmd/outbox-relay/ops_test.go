@@ -21,10 +21,12 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/admin"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
-	"github.com/outbox-relay/outbox-relay/replication"
 )
 
 // pg is one throwaway Postgres shared by the package's tests; each test gets
@@ -609,7 +611,7 @@ func TestGapIsReportedUnlessAccepted(t *testing.T) {
 
 	d = f.start(ctx, t)
 	err = d.waitExit(ctx, t)
-	var gap *replication.GapError
+	var gap *checkpoint.GapError
 	if !errors.As(err, &gap) {
 		t.Fatalf("run returned %v, want a gap report", err)
 	}
@@ -644,7 +646,7 @@ func TestGapIsReportedUnlessAccepted(t *testing.T) {
 	if err := f.Pool.QueryRow(ctx, "SELECT lsn::text, moved_by FROM outbox_relay.checkpoint WHERE slot = $1", f.slot).Scan(&recorded, &movedBy); err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := pglogrepl.ParseLSN(recorded); l < lsn || movedBy != replication.MovedByRelay {
+	if l, _ := pglogrepl.ParseLSN(recorded); l < lsn || movedBy != checkpoint.MovedByRelay {
 		t.Fatalf("record after the accepted gap is %s by %q, want at least %s by the relay", recorded, movedBy, lsn)
 	}
 }
@@ -827,8 +829,8 @@ func TestSlotAdvanceRefusesPositionsPastTheFlushedWAL(t *testing.T) {
 	if got := f.Confirmed(ctx, f.slot).String(); got != end {
 		t.Errorf("slot at %s after the advance, want %s", got, end)
 	}
-	if got := f.record(ctx, t); got.LSN != end || got.MovedBy != replication.MovedByAdvance {
-		t.Errorf("record after the advance is %+v, want %s by %q", got, end, replication.MovedByAdvance)
+	if got := f.record(ctx, t); got.LSN != end || got.MovedBy != checkpoint.MovedByAdvance {
+		t.Errorf("record after the advance is %+v, want %s by %q", got, end, checkpoint.MovedByAdvance)
 	}
 }
 
@@ -872,7 +874,7 @@ func TestFailedSlotAdvanceLeavesTheRecord(t *testing.T) {
 				}
 			}
 			rec := f.record(ctx, t)
-			_, err := replication.AdvanceSlot(ctx, conn, f.slot, target, replication.MovedByAdvance)
+			_, err := admin.AdvanceSlot(ctx, conn, f.slot, target, checkpoint.MovedByAdvance)
 			if err == nil || !strings.Contains(err.Error(), "REPLICATION") {
 				t.Fatalf("advance by a role without REPLICATION: %v, want a refusal naming the attribute", err)
 			}

@@ -14,16 +14,17 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/outbox-relay/outbox-relay/internal/wire"
-	"github.com/outbox-relay/outbox-relay/relay"
-	"github.com/outbox-relay/outbox-relay/replication"
-	"github.com/outbox-relay/outbox-relay/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	gometrics "github.com/rcrowley/go-metrics"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/outbox-relay/outbox-relay/admin"
+	"github.com/outbox-relay/outbox-relay/internal/wire"
+	"github.com/outbox-relay/outbox-relay/relay"
+	"github.com/outbox-relay/outbox-relay/sink"
 )
 
 // runFlags is the daemon's flag set, bound to a fresh options.
@@ -92,7 +93,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	// The slot's lag is polled beside the relay, so it keeps reporting while
 	// the relay is a standby, reconnecting or stuck. The relay returns only
 	// once ctx ends or with an error, either of which ends gctx.
-	monitor := replication.NewSlotMonitor(o.pg, max(o.pg.StatusInterval, time.Second), logger, reg)
+	monitor := admin.NewSlotMonitor(o.pg, max(o.pg.StatusInterval, time.Second), logger, reg)
 	g.Go(func() error { return monitor.Run(gctx) })
 	if o.metricsAddr != "" {
 		srv := &http.Server{Addr: o.metricsAddr, Handler: healthMux(r, reg), ReadHeaderTimeout: 5 * time.Second}

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/outbox-relay/outbox-relay/replication"
+
+	"github.com/outbox-relay/outbox-relay/admin"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
 )
 
 type eventView struct {
@@ -23,7 +25,7 @@ type eventView struct {
 	Error        string    `json:"error,omitempty"`
 }
 
-func eventViews(evs []replication.PendingEvent) []eventView {
+func eventViews(evs []admin.PendingEvent) []eventView {
 	out := make([]eventView, len(evs))
 	for i, e := range evs {
 		out[i] = eventView{
@@ -61,11 +63,11 @@ func runSlotPeek(ctx context.Context, args []string, getenv func(string) string,
 	if limit < 0 {
 		return fmt.Errorf("--limit %d: use 0 (all) or a positive count", limit)
 	}
-	slot, err := replication.ReadSlot(ctx, conn, o.pg.Slot)
+	slot, err := checkpoint.ReadSlot(ctx, conn, o.pg.Slot)
 	if err != nil {
 		return err
 	}
-	evs, err := replication.Peek(ctx, conn, o.pg, limit)
+	evs, err := admin.Peek(ctx, conn, o.pg, limit)
 	if err != nil {
 		return err
 	}
@@ -117,17 +119,17 @@ func runSlotAdvance(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil || to == "" {
 		return fmt.Errorf("--to %q: give an LSN like 0/16B3748 (outbox-relay slot peek lists them)", to)
 	}
-	slot, err := replication.CheckAdvance(ctx, conn, o.pg.Slot, target)
+	slot, err := admin.CheckAdvance(ctx, conn, o.pg.Slot, target)
 	if err != nil {
 		return err
 	}
-	skipped, err := replication.PeekUpTo(ctx, conn, o.pg, target)
+	skipped, err := admin.PeekUpTo(ctx, conn, o.pg, target)
 	if err != nil {
 		return err
 	}
 	r := moveReport{Slot: o.pg.Slot, From: lsnText(slot.ConfirmedFlush), To: lsnText(target), Skipped: eventViews(skipped)}
 	return move(o, stdout, r, yes, func() (string, error) {
-		end, err := replication.AdvanceSlot(ctx, conn, o.pg.Slot, target, replication.MovedByAdvance)
+		end, err := admin.AdvanceSlot(ctx, conn, o.pg.Slot, target, checkpoint.MovedByAdvance)
 		return lsnText(end), err
 	})
 }
@@ -147,24 +149,24 @@ func runSlotSkip(ctx context.Context, args []string, getenv func(string) string,
 	if id == "" {
 		return errors.New("--event is required: the id of the event to skip")
 	}
-	slot, err := replication.ReadSlot(ctx, conn, o.pg.Slot)
+	slot, err := checkpoint.ReadSlot(ctx, conn, o.pg.Slot)
 	if err != nil {
 		return err
 	}
-	pending, found, err := replication.FindPending(ctx, conn, o.pg, id)
+	pending, found, err := admin.FindPending(ctx, conn, o.pg, id)
 	if err != nil {
 		return err
 	}
 	if !found {
 		pending = nil
 	}
-	skipped, target, err := replication.PlanSkip(pending, id, whole)
+	skipped, target, err := admin.PlanSkip(pending, id, whole)
 	if err != nil {
 		return err
 	}
 	r := moveReport{Slot: o.pg.Slot, From: lsnText(slot.ConfirmedFlush), To: lsnText(target), Skipped: eventViews(skipped)}
 	return move(o, stdout, r, yes, func() (string, error) {
-		end, err := replication.AdvanceSlot(ctx, conn, o.pg.Slot, target, replication.MovedBySkip)
+		end, err := admin.AdvanceSlot(ctx, conn, o.pg.Slot, target, checkpoint.MovedBySkip)
 		return lsnText(end), err
 	})
 }
@@ -202,7 +204,7 @@ func runSlotDrop(ctx context.Context, args []string, getenv func(string) string,
 	}
 	defer closeConn(conn)
 	const show = 1000
-	pending, err := replication.Peek(ctx, conn, o.pg, show)
+	pending, err := admin.Peek(ctx, conn, o.pg, show)
 	if err != nil {
 		return err
 	}
@@ -225,7 +227,7 @@ func runSlotDrop(ctx context.Context, args []string, getenv func(string) string,
 		}
 		return errNeedYes
 	}
-	if err := replication.DropSlot(ctx, conn, o.pg.Slot); err != nil {
+	if err := admin.DropSlot(ctx, conn, o.pg.Slot); err != nil {
 		return err
 	}
 	r.Dropped = true

@@ -10,11 +10,13 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/admin"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/internal/faulttest"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/relay"
-	"github.com/outbox-relay/outbox-relay/replication"
 )
 
 var advanceTo = regexp.MustCompile(`outbox-relay slot advance --to ([0-9A-F]+/[0-9A-F]+) --yes`)
@@ -78,7 +80,7 @@ func TestNullIDHaltAdvisesAWorkingMove(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	waitSlotIdle(ctx, t, env)
-	skipped, err := replication.PeekUpTo(ctx, conn, cfg.Replication, to)
+	skipped, err := admin.PeekUpTo(ctx, conn, cfg.Replication, to)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestNullIDHaltAdvisesAWorkingMove(t *testing.T) {
 	if !noID {
 		t.Errorf("the advised move to %s does not skip the row with no id; it skips %+v", to, skipped)
 	}
-	if _, err := replication.AdvanceSlot(ctx, conn, cfg.Replication.Slot, to, replication.MovedByAdvance); err != nil {
+	if _, err := admin.AdvanceSlot(ctx, conn, cfg.Replication.Slot, to, checkpoint.MovedByAdvance); err != nil {
 		t.Fatalf("the advised move failed: %v", err)
 	}
 

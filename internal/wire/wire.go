@@ -5,11 +5,16 @@
 package wire
 
 import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/outbox-relay/outbox-relay/admin"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/sink"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 )
 
 // Config is everything a relay is built from.
@@ -25,26 +30,36 @@ type Config struct {
 	Panics *sink.Panics
 }
 
-// Relay validates cfg and builds a relay; it connects to nothing. Each
-// session gets a fresh stream (behind the checkpoint record) and producer,
-// sharing the metrics registered on reg (which may be nil).
+// Relay validates cfg and builds the relay the command runs: its sources
+// and sinks come from Parts, its metrics register on reg (which may be nil).
 func Relay(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (*relay.Relay, error) {
-	// Validate both configs now, so a typo fails at start, not at connect.
-	if _, err := replication.New(cfg.Replication); err != nil {
+	newSource, newSink, err := Parts(cfg, logger, reg)
+	if err != nil {
 		return nil, err
 	}
+	return relay.New(cfg.Relay, newSource, newSink, relay.WithLogger(logger), relay.WithMetrics(relay.NewMetrics(reg)))
+}
+
+// Parts validates cfg and returns the per-session constructors Relay hands
+// to relay.New: each source is a replication stream prepared by the
+// process's admin.Sessions (preflight, setup, the publication watch) with
+// the durable checkpoint record in front of each confirmation; each sink is
+// a producer sharing the process's metrics. A test that must count or wrap
+// sessions builds from these, so it still runs the product's parts.
+func Parts(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (func() (relay.Source, error), func(relay.AckFunc) (relay.Sink, error), error) {
+	// Validate both configs now, so a typo fails at start, not at connect.
+	if err := cfg.Replication.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("replication config: %w", err)
+	}
 	if _, err := sink.New(cfg.Sink, func(uint64, error) {}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	repMetrics := replication.NewMetrics(reg)
 	sinkMetrics := sink.NewMetrics(reg)
-	cp := replication.NewCheckpointer(cfg.Replication, cfg.AcceptGap, logger, reg)
+	keeper := checkpoint.NewKeeper(cfg.Replication.Slot, cfg.AcceptGap, logger, reg)
+	sessions := admin.NewSessions(cfg.Replication, keeper, logger)
 	newSource := func() (relay.Source, error) {
-		s, err := replication.New(cfg.Replication, replication.WithLogger(logger), replication.WithMetrics(repMetrics))
-		if err != nil {
-			return nil, err
-		}
-		return cp.Wrap(s), nil
+		return replication.New(cfg.Replication, sessions, replication.WithLogger(logger), replication.WithMetrics(repMetrics))
 	}
 	// A relay that halts at an undeliverable event must not let the
 	// events after it reach Kafka first.
@@ -56,5 +71,5 @@ func Relay(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (*relay
 		}
 		return sink.New(cfg.Sink, ack, opts...)
 	}
-	return relay.New(cfg.Relay, newSource, newSink, relay.WithLogger(logger), relay.WithMetrics(relay.NewMetrics(reg)))
+	return newSource, newSink, nil
 }

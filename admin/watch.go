@@ -1,4 +1,4 @@
-package replication
+package admin
 
 import (
 	"context"
@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/replication"
 )
 
 // pgoutput decides at decode time, from the catalog as it was at each
@@ -72,23 +74,23 @@ const schemaPublicationPG15 = `coalesce((SELECT string_agg(pn.oid::text, ',' ORD
 // readMembership reads the outbox's membership in cfg's publication; found
 // is false when the publication does not exist. prev is an earlier
 // reading's table oid, or 0.
-func readMembership(ctx context.Context, conn *pgx.Conn, cfg Config, serverVersion int, prev uint32) (m membership, found bool, err error) {
+func readMembership(ctx context.Context, conn *pgx.Conn, cfg replication.Config, serverVersion int, prev uint32) (m membership, found bool, err error) {
 	nsp := "''"
 	if serverVersion >= 150000 {
 		nsp = schemaPublicationPG15
 	}
-	tn := cfg.tableName()
+	tn := cfg.TableName()
 	var renamed []string
 	err = conn.QueryRow(ctx, fmt.Sprintf(membershipSQL, nsp), cfg.Publication, tn.Schema, tn.Table, prev).
 		Scan(&m.tableOID, &renamed, &m.pubOID, &m.pubXmin, &m.inserts, &m.viaRoot, &m.covered, &m.relRows, &m.nspRows)
 	if len(renamed) == 2 {
-		m.renamedTo = TableName{renamed[0], renamed[1]}.String()
+		m.renamedTo = replication.TableName{Schema: renamed[0], Table: renamed[1]}.String()
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, false, nil
 	}
 	if err != nil {
-		return m, false, fmt.Errorf("read publication %s: %w", quoteIdent(cfg.Publication), err)
+		return m, false, fmt.Errorf("read publication %s: %w", replication.QuoteIdent(cfg.Publication), err)
 	}
 	return m, true, nil
 }
@@ -117,7 +119,7 @@ func (ms *memberships) set(m membership) {
 // publicationWatch checks one session's publication against the reading
 // taken when it started streaming (or an earlier session's).
 type publicationWatch struct {
-	cfg           Config
+	cfg           replication.Config
 	shared        *memberships
 	serverVersion int
 	base          membership
@@ -165,13 +167,13 @@ func (w *publicationWatch) verify(ctx context.Context, conn *pgx.Conn, upTo outb
 
 // judge returns a *ConfigError naming what changed, or nil.
 func (w *publicationWatch) judge(m membership, found, first bool) error {
-	tn, pub := w.cfg.tableName(), quoteIdent(w.cfg.Publication)
+	tn, pub := w.cfg.TableName(), replication.QuoteIdent(w.cfg.Publication)
 	var problem string
 	switch {
 	case !found:
 		problem = fmt.Sprintf("publication %s no longer exists", pub)
 	case m.tableOID == 0 && m.renamedTo != "":
-		return &ConfigError{
+		return &outboxrelay.ConfigError{
 			Problem: fmt.Sprintf("the outbox table %s was renamed to %s; its rows are still published, and the relay stopped so as not to follow a table it was not told about", tn, m.renamedTo),
 			Fix:     fmt.Sprintf("set --table to %s (or rename it back) and restart; nothing needs re-publishing", m.renamedTo),
 		}
@@ -196,9 +198,9 @@ func (w *publicationWatch) judge(m membership, found, first bool) error {
 }
 
 func (w *publicationWatch) lostError(problem string) error {
-	tn, pub := w.cfg.tableName(), quoteIdent(w.cfg.Publication)
+	tn, pub := w.cfg.TableName(), replication.QuoteIdent(w.cfg.Publication)
 	since := w.verifiedAt.UTC().Format(time.RFC3339)
-	return &ConfigError{
+	return &outboxrelay.ConfigError{
 		Problem: fmt.Sprintf("%s (noticed at %s; last verified at %s, LSN %s). Rows inserted into %s after %s may never have been decoded: "+
 			"pgoutput skips rows written while a table is out of the publication, and the relay stopped without confirming past LSN %s",
 			problem, time.Now().UTC().Format(time.RFC3339), since, w.verifiedLSN, tn, since, w.verifiedLSN),

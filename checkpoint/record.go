@@ -1,4 +1,4 @@
-package replication
+package checkpoint
 
 import (
 	"context"
@@ -7,28 +7,28 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/pgerr"
 )
 
 // The checkpoint record is the relay's own durable memory of how far it
 // confirmed each slot, kept outside the slot so that a slot dropped,
 // recreated, advanced behind the relay's back or invalidated is noticed
-// instead of silently skipping events. Its invariant, kept by
-// CheckpointedStream, `slot advance` and `slot skip`:
+// instead of silently skipping events. Its invariant, kept by the Keeper's
+// Record hook, `slot advance` and `slot skip`:
 //
 //	record >= every position confirmed to the slot by this tooling
 //
 // because the record is raised before a position is confirmed. So a slot
 // whose confirmed_flush_lsn is past the record was moved by something else.
 
-// CheckpointTable is the relay's table, created by `outbox-relay setup` or
+// Table is the relay's table, created by `outbox-relay setup` or
 // by the relay at start.
-const CheckpointTable = "outbox_relay.checkpoint"
+const Table = "outbox_relay.checkpoint"
 
-// CheckpointTableSQL creates the table; a DBA can run it for a role that may
+// TableSQL creates the table; a DBA can run it for a role that may
 // not create schemas (then also GRANT SELECT, INSERT, UPDATE, DELETE on it).
-const CheckpointTableSQL = `CREATE SCHEMA IF NOT EXISTS outbox_relay;
+const TableSQL = `CREATE SCHEMA IF NOT EXISTS outbox_relay;
 CREATE TABLE IF NOT EXISTS outbox_relay.checkpoint (
     slot       text        PRIMARY KEY,
     lsn        pg_lsn      NOT NULL,
@@ -47,72 +47,61 @@ const (
 	MovedBySkip      = "slot skip"
 )
 
-// Checkpoint is the relay's record for one slot.
-type Checkpoint struct {
+// Record is the relay's record for one slot.
+type Record struct {
 	Slot      string
 	LSN       outboxrelay.LSN
 	UpdatedAt time.Time
 	MovedBy   string
 }
 
-// EnsureCheckpointTable creates the table if missing. A role that may not
+// EnsureTable creates the table if missing. A role that may not
 // gets a ConfigError with the SQL for a DBA.
-func EnsureCheckpointTable(ctx context.Context, conn *pgx.Conn) error {
+func EnsureTable(ctx context.Context, conn *pgx.Conn) error {
 	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", CheckpointTable).Scan(&exists); err != nil {
-		return fmt.Errorf("look up %s: %w", CheckpointTable, err)
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", Table).Scan(&exists); err != nil {
+		return fmt.Errorf("look up %s: %w", Table, err)
 	}
 	if exists {
 		return nil
 	}
-	if _, err := conn.Exec(ctx, CheckpointTableSQL); err != nil && !isDuplicate(err) && !isUniqueViolation(err) {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == sqlstateInsufficientPrivilege {
-			return &ConfigError{
-				Problem: fmt.Sprintf("create the checkpoint table %s: %v", CheckpointTable, err),
-				Fix:     "have a DBA run `outbox-relay setup --print-sql` and grant the role SELECT, INSERT, UPDATE, DELETE on " + CheckpointTable,
+	if _, err := conn.Exec(ctx, TableSQL); err != nil && !pgerr.Is(err, pgerr.DuplicateObject) && !pgerr.Is(err, pgerr.UniqueViolation) {
+		if pgerr.Is(err, pgerr.InsufficientPrivilege) {
+			return &outboxrelay.ConfigError{
+				Problem: fmt.Sprintf("create the checkpoint table %s: %v", Table, err),
+				Fix:     "have a DBA run `outbox-relay setup --print-sql` and grant the role SELECT, INSERT, UPDATE, DELETE on " + Table,
 			}
 		}
-		return fmt.Errorf("create the checkpoint table %s: %w", CheckpointTable, err)
+		return fmt.Errorf("create the checkpoint table %s: %w", Table, err)
 	}
 	return nil
 }
 
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	// Two relays creating the schema at once: the loser sees 23505 on the catalog.
-	return errors.As(err, &pgErr) && pgErr.Code == sqlstateUniqueViolation
-}
-
-// ReadCheckpoint returns the record for slot; ok is false when there is none
+// Read returns the record for slot; ok is false when there is none
 // (or no table yet).
-func ReadCheckpoint(ctx context.Context, conn *pgx.Conn, slot string) (cp Checkpoint, ok bool, err error) {
+func Read(ctx context.Context, conn *pgx.Conn, slot string) (cp Record, ok bool, err error) {
 	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", CheckpointTable).Scan(&exists); err != nil {
-		return cp, false, fmt.Errorf("look up %s: %w", CheckpointTable, err)
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", Table).Scan(&exists); err != nil {
+		return cp, false, fmt.Errorf("look up %s: %w", Table, err)
 	}
 	if !exists {
 		return cp, false, nil
 	}
-	var lsn string
-	err = conn.QueryRow(ctx, "SELECT slot, lsn::text, updated_at, moved_by FROM outbox_relay.checkpoint WHERE slot = $1", slot).
-		Scan(&cp.Slot, &lsn, &cp.UpdatedAt, &cp.MovedBy)
+	err = conn.QueryRow(ctx, "SELECT slot, lsn, updated_at, moved_by FROM outbox_relay.checkpoint WHERE slot = $1", slot).
+		Scan(&cp.Slot, &cp.LSN, &cp.UpdatedAt, &cp.MovedBy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return cp, false, nil
 	}
 	if err != nil {
 		return cp, false, fmt.Errorf("read checkpoint record of slot %q: %w", slot, err)
 	}
-	if cp.LSN, err = parseLSN(lsn); err != nil {
-		return cp, false, err
-	}
 	return cp, true, nil
 }
 
-// RaiseCheckpoint moves the record up to lsn; a record already higher stays
+// Raise moves the record up to lsn; a record already higher stays
 // (raising is what keeps record >= confirmed when the slot moved back after
 // a Postgres crash).
-func RaiseCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, lsn outboxrelay.LSN, movedBy string) error {
+func Raise(ctx context.Context, conn *pgx.Conn, slot string, lsn outboxrelay.LSN, movedBy string) error {
 	_, err := conn.Exec(ctx, `
 		INSERT INTO outbox_relay.checkpoint (slot, lsn, moved_by) VALUES ($1, $2::text::pg_lsn, $3)
 		ON CONFLICT (slot) DO UPDATE SET lsn = excluded.lsn, updated_at = now(), moved_by = excluded.moved_by
@@ -123,8 +112,8 @@ func RaiseCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, lsn outbo
 	return nil
 }
 
-// AdoptCheckpoint writes the record only if there is none.
-func AdoptCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, lsn outboxrelay.LSN, movedBy string) error {
+// Adopt writes the record only if there is none.
+func Adopt(ctx context.Context, conn *pgx.Conn, slot string, lsn outboxrelay.LSN, movedBy string) error {
 	_, err := conn.Exec(ctx, `
 		INSERT INTO outbox_relay.checkpoint (slot, lsn, moved_by) VALUES ($1, $2::text::pg_lsn, $3)
 		ON CONFLICT (slot) DO NOTHING`, slot, lsn.String(), movedBy)
@@ -134,9 +123,9 @@ func AdoptCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, lsn outbo
 	return nil
 }
 
-// ResetCheckpoint sets the record to lsn, lower or not: only for an
+// Reset sets the record to lsn, lower or not: only for an
 // accepted gap.
-func ResetCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, lsn outboxrelay.LSN, movedBy string) error {
+func Reset(ctx context.Context, conn *pgx.Conn, slot string, lsn outboxrelay.LSN, movedBy string) error {
 	_, err := conn.Exec(ctx, `
 		INSERT INTO outbox_relay.checkpoint (slot, lsn, moved_by) VALUES ($1, $2::text::pg_lsn, $3)
 		ON CONFLICT (slot) DO UPDATE SET lsn = excluded.lsn, updated_at = now(), moved_by = excluded.moved_by`,
@@ -147,12 +136,12 @@ func ResetCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, lsn outbo
 	return nil
 }
 
-// DeleteCheckpoint forgets the record of slot (after `slot drop`, or an
+// Delete forgets the record of slot (after `slot drop`, or an
 // accepted gap on a missing slot: the next slot's position is adopted).
-func DeleteCheckpoint(ctx context.Context, conn *pgx.Conn, slot string) error {
+func Delete(ctx context.Context, conn *pgx.Conn, slot string) error {
 	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", CheckpointTable).Scan(&exists); err != nil {
-		return fmt.Errorf("look up %s: %w", CheckpointTable, err)
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", Table).Scan(&exists); err != nil {
+		return fmt.Errorf("look up %s: %w", Table, err)
 	}
 	if !exists {
 		return nil
@@ -161,15 +150,6 @@ func DeleteCheckpoint(ctx context.Context, conn *pgx.Conn, slot string) error {
 		return fmt.Errorf("delete checkpoint of slot %q: %w", slot, err)
 	}
 	return nil
-}
-
-// CurrentWAL is pg_current_wal_lsn().
-func CurrentWAL(ctx context.Context, conn *pgx.Conn) (outboxrelay.LSN, error) {
-	var s string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
-		return 0, fmt.Errorf("read current WAL position: %w", err)
-	}
-	return parseLSN(s)
 }
 
 // Gap kinds.
@@ -198,7 +178,7 @@ type Gap struct {
 // confirmation, so any position seen in the slot is then covered by the
 // record read after it. Moves back (a Postgres crash loses the slot's
 // unflushed position) are not gaps: they only resend.
-func DetectGap(name string, slot SlotInfo, rec Checkpoint, hasRecord bool, currentWAL outboxrelay.LSN) *Gap {
+func DetectGap(name string, slot SlotInfo, rec Record, hasRecord bool, currentWAL outboxrelay.LSN) *Gap {
 	switch {
 	case slot.Exists && slot.WALStatus == "lost":
 		from := slot.ConfirmedFlush
@@ -231,7 +211,7 @@ func (g *Gap) Describe() string {
 	}
 }
 
-// GapError stops the relay at start. It unwraps to a *ConfigError so the
+// GapError stops the relay at start. It unwraps to a *outboxrelay.ConfigError so the
 // relay treats it as fatal.
 type GapError struct {
 	Gap Gap
@@ -241,33 +221,15 @@ func (e *GapError) Error() string { return e.config().Error() }
 
 func (e *GapError) Unwrap() error { return e.config() }
 
-func (e *GapError) config() *ConfigError {
+func (e *GapError) config() *outboxrelay.ConfigError {
 	since := ""
 	if !e.Gap.RecordedAt.IsZero() {
 		since = fmt.Sprintf(" (the relay's record was written at %s: outbox rows created after that are the candidates)", e.Gap.RecordedAt.UTC().Format(time.RFC3339))
 	}
-	return &ConfigError{
+	return &outboxrelay.ConfigError{
 		Problem: "gap in the event stream: " + e.Gap.Describe(),
 		Fix: fmt.Sprintf("re-publish the missing events from the outbox table%s, then start once with --accept-gap to go on from %s; see docs/operations.md, 'Gap report'",
 			since, e.Gap.To),
 	}
 }
 
-// CheckpointCheck is the preflight finding for the checkpoint table: it
-// exists, or this role may create it.
-func CheckpointCheck(ctx context.Context, conn *pgx.Conn) (Check, error) {
-	var exists, canCreate bool
-	err := conn.QueryRow(ctx, `
-		SELECT to_regclass($1) IS NOT NULL,
-		       CASE WHEN to_regnamespace('outbox_relay') IS NULL
-		            THEN has_database_privilege(current_database(), 'CREATE')
-		            ELSE has_schema_privilege('outbox_relay', 'CREATE') END`, CheckpointTable).Scan(&exists, &canCreate)
-	if err != nil {
-		return Check{}, fmt.Errorf("look up %s: %w", CheckpointTable, err)
-	}
-	return Check{
-		Name: "checkpoint table", OK: exists || canCreate,
-		Detail: fmt.Sprintf("the relay's checkpoint table %s is missing and this role may not create it", CheckpointTable),
-		Fix:    "have a DBA run the SQL of `outbox-relay setup --print-sql` and grant the role SELECT, INSERT, UPDATE, DELETE on " + CheckpointTable,
-	}, nil
-}

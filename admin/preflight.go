@@ -1,4 +1,4 @@
-package replication
+package admin
 
 import (
 	"context"
@@ -8,7 +8,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
+	"github.com/outbox-relay/outbox-relay/internal/pgerr"
+	"github.com/outbox-relay/outbox-relay/replication"
 )
 
 // Check is one preflight finding. A failed check that is not a warning stops
@@ -21,21 +25,10 @@ type Check struct {
 	Fix     string
 }
 
-// SlotInfo is the slot as pg_replication_slots describes it.
-type SlotInfo struct {
-	Exists         bool
-	Plugin         string
-	Database       string
-	ActivePID      int32
-	ConfirmedFlush outboxrelay.LSN
-	RestartLSN     outboxrelay.LSN
-	WALStatus      string
-}
-
 // Inspection is what Preflight learned, for callers that act on it.
 type Inspection struct {
 	Checks            []Check
-	Slot              SlotInfo
+	Slot              checkpoint.SlotInfo
 	PublicationExists bool
 	ServerVersion     int
 	// TableOID is the outbox's; Relations are it and, for a partitioned
@@ -69,7 +62,7 @@ func (in Inspection) Err() error {
 		problems = append(problems, c.Detail)
 		fixes = append(fixes, c.Fix)
 	}
-	return &ConfigError{Problem: strings.Join(problems, "; "), Fix: strings.Join(fixes, "; ")}
+	return &outboxrelay.ConfigError{Problem: strings.Join(problems, "; "), Fix: strings.Join(fixes, "; ")}
 }
 
 // verdict fills c.Detail with the sentence that matches its outcome.
@@ -84,7 +77,7 @@ func verdict(c Check, pass, fail string) Check {
 // Preflight inspects the server for cfg without changing anything. A missing
 // publication or slot fails its check only when cfg.Create is off: the
 // relay creates them itself otherwise.
-func Preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (Inspection, error) {
+func Preflight(ctx context.Context, conn *pgx.Conn, cfg replication.Config) (Inspection, error) {
 	var in Inspection
 	add := func(c Check) { in.Checks = append(in.Checks, c) }
 
@@ -113,7 +106,7 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg Config) (Inspection, err
 		return in, err
 	}
 
-	tn := cfg.tableName()
+	tn := cfg.TableName()
 	if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
 		return in, err
 	}
@@ -139,19 +132,20 @@ const (
 	oidJSONB   = 3802
 	oidText    = 25
 	oidVarchar = 1043
+	oidBytea   = 17
 )
 
 // PublicationChecks runs the table and publication checks alone, for
 // `status`: whether the publication carries the outbox (its root or its
 // partitions) and its inserts.
-func PublicationChecks(ctx context.Context, conn *pgx.Conn, cfg Config) ([]Check, error) {
+func PublicationChecks(ctx context.Context, conn *pgx.Conn, cfg replication.Config) ([]Check, error) {
 	in := Inspection{}
 	cfg.Create = false // status reports a missing publication, whoever would create it
 	add := func(c Check) { in.Checks = append(in.Checks, c) }
 	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&in.ServerVersion); err != nil {
 		return nil, fmt.Errorf("read server version: %w", err)
 	}
-	tn := cfg.tableName()
+	tn := cfg.TableName()
 	if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
 		return nil, err
 	}
@@ -172,7 +166,7 @@ type outboxRelation struct {
 
 // lookupOutbox finds the outbox by its exact catalog names; found is false
 // when there is no such relation.
-func lookupOutbox(ctx context.Context, conn *pgx.Conn, tn TableName) (r outboxRelation, found bool, err error) {
+func lookupOutbox(ctx context.Context, conn *pgx.Conn, tn replication.TableName) (r outboxRelation, found bool, err error) {
 	err = conn.QueryRow(ctx, `
 		SELECT c.oid, c.relkind::text,
 		       array(SELECT c.oid UNION SELECT relid::oid FROM pg_partition_tree(c.oid) WHERE c.relkind = 'p')
@@ -188,7 +182,7 @@ func lookupOutbox(ctx context.Context, conn *pgx.Conn, tn TableName) (r outboxRe
 }
 
 // checkTable records the outbox's oid and relations in `in`.
-func checkTable(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName, in *Inspection, add func(Check)) error {
+func checkTable(ctx context.Context, conn *pgx.Conn, cfg replication.Config, tn replication.TableName, in *Inspection, add func(Check)) error {
 	r, found, err := lookupOutbox(ctx, conn, tn)
 	if err != nil {
 		return err
@@ -219,7 +213,7 @@ type colInfo struct {
 	base    uint32 // the type, or a domain's base type
 }
 
-func checkColumns(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName, oid uint32, add func(Check)) error {
+func checkColumns(ctx context.Context, conn *pgx.Conn, cfg replication.Config, tn replication.TableName, oid uint32, add func(Check)) error {
 	rows, err := conn.Query(ctx, `
 		SELECT a.attname, format_type(a.atttypid, a.atttypmod),
 		       (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::oid
@@ -243,10 +237,10 @@ func checkColumns(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName,
 		{"--payload-column", cfg.Columns.Payload}, {"--headers-column", cfg.Columns.Headers},
 		{"--key-column", cfg.Columns.Resolve(cfg.Routing.KeyColumn)},
 	}
-	if cfg.Routing.PartitionBy != PartitionByKey {
+	if cfg.Routing.PartitionBy != replication.PartitionByKey {
 		want = append(want, struct{ flag, col string }{"--partition-by", cfg.Columns.Resolve(cfg.Routing.PartitionBy)})
 	}
-	if names, err := TemplateColumns(cfg.Routing.Topic, cfg.Columns); err == nil {
+	if names, err := replication.TemplateColumns(cfg.Routing.Topic, cfg.Columns); err == nil {
 		for _, c := range names {
 			want = append(want, struct{ flag, col string }{"--topic", c})
 		}
@@ -283,12 +277,12 @@ func checkColumns(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName,
 // way the publication watch does: the publication must publish the outbox
 // itself, or every leaf partition of a partitioned outbox (a DBA's list of
 // some partitions would silently leave out the others).
-func checkPublication(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName, in *Inspection, add func(Check)) error {
+func checkPublication(ctx context.Context, conn *pgx.Conn, cfg replication.Config, tn replication.TableName, in *Inspection, add func(Check)) error {
 	m, found, err := readMembership(ctx, conn, cfg, in.ServerVersion, 0)
 	if err != nil {
 		return err
 	}
-	pub := quoteIdent(cfg.Publication)
+	pub := replication.QuoteIdent(cfg.Publication)
 	if !found {
 		if in.Slot.Exists {
 			// pgoutput looks publications up as of each change it decodes:
@@ -336,7 +330,7 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableN
 
 // checkPublicationFilters reports a PG15 row filter or column list on the
 // outbox: rows a filter excludes are never decoded, so never delivered.
-func checkPublicationFilters(ctx context.Context, conn *pgx.Conn, cfg Config, tn TableName, in *Inspection, add func(Check)) error {
+func checkPublicationFilters(ctx context.Context, conn *pgx.Conn, cfg replication.Config, tn replication.TableName, in *Inspection, add func(Check)) error {
 	var filter, columns *string
 	err := conn.QueryRow(ctx, `
 		SELECT string_agg(pg_get_expr(r.prqual, r.prrelid), ' / '),
@@ -347,7 +341,7 @@ func checkPublicationFilters(ctx context.Context, conn *pgx.Conn, cfg Config, tn
 	if err != nil {
 		return fmt.Errorf("read publication row filter and column list: %w", err)
 	}
-	pub := quoteIdent(cfg.Publication)
+	pub := replication.QuoteIdent(cfg.Publication)
 	if filter != nil {
 		add(Check{Name: "publication row filter", Warning: true,
 			Detail: fmt.Sprintf("publication %s publishes only the rows of %s WHERE %s: the others never reach Kafka", pub, tn, *filter),
@@ -361,8 +355,8 @@ func checkPublicationFilters(ctx context.Context, conn *pgx.Conn, cfg Config, tn
 	return nil
 }
 
-func checkSlot(ctx context.Context, conn *pgx.Conn, cfg Config, in *Inspection, add func(Check)) error {
-	s, err := ReadSlot(ctx, conn, cfg.Slot)
+func checkSlot(ctx context.Context, conn *pgx.Conn, cfg replication.Config, in *Inspection, add func(Check)) error {
+	s, err := checkpoint.ReadSlot(ctx, conn, cfg.Slot)
 	if err != nil {
 		return err
 	}
@@ -397,57 +391,17 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, cfg Config, in *Inspection, 
 	return nil
 }
 
-// ReadSlot describes a slot; Exists is false when there is none.
-func ReadSlot(ctx context.Context, conn *pgx.Conn, slot string) (SlotInfo, error) {
-	var s SlotInfo
-	var confirmed, restart *string
-	var walStatus *string
-	var pid *int32
-	err := conn.QueryRow(ctx, `
-		SELECT coalesce(plugin, ''), coalesce(database, ''), active_pid,
-		       confirmed_flush_lsn::text, restart_lsn::text, wal_status
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).
-		Scan(&s.Plugin, &s.Database, &pid, &confirmed, &restart, &walStatus)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return s, nil
-	}
-	if err != nil {
-		return s, fmt.Errorf("read replication slot %q: %w", slot, err)
-	}
-	s.Exists = true
-	if pid != nil {
-		s.ActivePID = *pid
-	}
-	if walStatus != nil {
-		s.WALStatus = *walStatus
-	}
-	if s.ConfirmedFlush, err = parseOptLSN(confirmed); err != nil {
-		return s, err
-	}
-	if s.RestartLSN, err = parseOptLSN(restart); err != nil {
-		return s, err
-	}
-	return s, nil
-}
-
-func parseOptLSN(s *string) (outboxrelay.LSN, error) {
-	if s == nil {
-		return 0, nil
-	}
-	return parseLSN(*s)
-}
-
 // CreatePublicationSQL is the statement the relay runs, or a DBA runs for it.
 // publish_via_partition_root makes a partitioned outbox's rows arrive under
 // its own name, whatever partition holds them, now and after new
 // partitions are attached.
-func CreatePublicationSQL(cfg Config) string {
+func CreatePublicationSQL(cfg replication.Config) string {
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert', publish_via_partition_root = true);",
-		quoteIdent(cfg.Publication), cfg.tableName())
+		replication.QuoteIdent(cfg.Publication), cfg.TableName())
 }
 
 // CreateSlotSQL creates the slot; the publication must exist first.
-func CreateSlotSQL(cfg Config) string {
+func CreateSlotSQL(cfg replication.Config) string {
 	return fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput');", cfg.Slot)
 }
 
@@ -455,7 +409,7 @@ func CreateSlotSQL(cfg Config) string {
 // (in that order: a slot only sees publications that existed when it
 // decoded). It is idempotent. A role lacking the right gets an error with
 // the SQL a DBA must run.
-func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, in Inspection) (created []string, err error) {
+func Setup(ctx context.Context, conn *pgx.Conn, cfg replication.Config, in Inspection) (created []string, err error) {
 	if !in.PublicationExists {
 		if _, err := conn.Exec(ctx, strings.TrimSuffix(CreatePublicationSQL(cfg), ";")); err != nil && !isDuplicate(err) {
 			return created, privilegeHint(fmt.Errorf("create publication %q: %w", cfg.Publication, err), CreatePublicationSQL(cfg))
@@ -473,13 +427,32 @@ func Setup(ctx context.Context, conn *pgx.Conn, cfg Config, in Inspection) (crea
 
 func isDuplicate(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == sqlstateDuplicateObject
+	return errors.As(err, &pgErr) && pgErr.Code == pgerr.DuplicateObject
 }
 
 func privilegeHint(err error, sql string) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == sqlstateInsufficientPrivilege {
-		return &ConfigError{Problem: err.Error(), Fix: "grant the role the right, or have a DBA run: " + sql}
+	if errors.As(err, &pgErr) && pgErr.Code == pgerr.InsufficientPrivilege {
+		return &outboxrelay.ConfigError{Problem: err.Error(), Fix: "grant the role the right, or have a DBA run: " + sql}
 	}
 	return err
+}
+
+// CheckpointCheck is the preflight finding for the checkpoint table: it
+// exists, or this role may create it.
+func CheckpointCheck(ctx context.Context, conn *pgx.Conn) (Check, error) {
+	var exists, canCreate bool
+	err := conn.QueryRow(ctx, `
+		SELECT to_regclass($1) IS NOT NULL,
+		       CASE WHEN to_regnamespace('outbox_relay') IS NULL
+		            THEN has_database_privilege(current_database(), 'CREATE')
+		            ELSE has_schema_privilege('outbox_relay', 'CREATE') END`, checkpoint.Table).Scan(&exists, &canCreate)
+	if err != nil {
+		return Check{}, fmt.Errorf("look up %s: %w", checkpoint.Table, err)
+	}
+	return Check{
+		Name: "checkpoint table", OK: exists || canCreate,
+		Detail: fmt.Sprintf("the relay's checkpoint table %s is missing and this role may not create it", checkpoint.Table),
+		Fix:    "have a DBA run the SQL of `outbox-relay setup --print-sql` and grant the role SELECT, INSERT, UPDATE, DELETE on " + checkpoint.Table,
+	}, nil
 }

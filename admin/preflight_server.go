@@ -1,4 +1,4 @@
-package replication
+package admin
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outbox-relay/outbox-relay/replication"
 )
 
 // checkRole needs REPLICATION (or, on Amazon RDS/Aurora, membership in
@@ -55,7 +57,7 @@ func setting(ctx context.Context, conn *pgx.Conn, name string) (v int64, unit st
 
 // checkWALSettings reports the two settings that decide what happens when
 // the relay is down or stuck. Both are risks to know, never refusals.
-func checkWALSettings(ctx context.Context, conn *pgx.Conn, cfg Config, add func(Check)) error {
+func checkWALSettings(ctx context.Context, conn *pgx.Conn, cfg replication.Config, add func(Check)) error {
 	keep, unit, ok, err := setting(ctx, conn, "max_slot_wal_keep_size")
 	if err != nil {
 		return err
@@ -103,7 +105,7 @@ func checkWALSettings(ctx context.Context, conn *pgx.Conn, cfg Config, add func(
 
 // checkCapacity needs a free replication slot (when the relay must create
 // one), a free WAL sender, and the rights to create a missing publication.
-func checkCapacity(ctx context.Context, conn *pgx.Conn, cfg Config, in *Inspection, add func(Check)) error {
+func checkCapacity(ctx context.Context, conn *pgx.Conn, cfg replication.Config, in *Inspection, add func(Check)) error {
 	var maxSlots, usedSlots, maxSenders, usedSenders int
 	err := conn.QueryRow(ctx, `
 		SELECT current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,
@@ -131,7 +133,7 @@ func checkCapacity(ctx context.Context, conn *pgx.Conn, cfg Config, in *Inspecti
 		return nil
 	}
 	var super, canCreate, owner bool
-	tn := cfg.tableName()
+	tn := cfg.TableName()
 	err = conn.QueryRow(ctx, `
 		SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
 		       has_database_privilege(current_database(), 'CREATE'),
@@ -143,7 +145,7 @@ func checkCapacity(ctx context.Context, conn *pgx.Conn, cfg Config, in *Inspecti
 	}
 	add(Check{
 		Name: "publication rights", OK: super || (canCreate && owner),
-		Detail: fmt.Sprintf("publication %s is missing and this role cannot create it (it needs CREATE on the database and to own %s)", quoteIdent(cfg.Publication), tn),
+		Detail: fmt.Sprintf("publication %s is missing and this role cannot create it (it needs CREATE on the database and to own %s)", replication.QuoteIdent(cfg.Publication), tn),
 		Fix:    "have a DBA run: " + CreatePublicationSQL(cfg),
 	})
 	return nil

@@ -1,4 +1,4 @@
-package replication
+package admin
 
 import (
 	"context"
@@ -7,9 +7,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
+	"github.com/outbox-relay/outbox-relay/internal/pgerr"
+	"github.com/outbox-relay/outbox-relay/replication"
 )
 
 // PendingEvent is an outbox row still in the slot: what the next session
@@ -33,7 +38,7 @@ type PendingEvent struct {
 // pg_logical_slot_peek_binary_changes and the relay's own decoder. It
 // consumes nothing: the slot stays where it was. The slot must not be
 // streaming (Postgres lets one process use a slot at a time).
-func Peek(ctx context.Context, conn *pgx.Conn, cfg Config, limit int) ([]PendingEvent, error) {
+func Peek(ctx context.Context, conn *pgx.Conn, cfg replication.Config, limit int) ([]PendingEvent, error) {
 	if limit <= 0 {
 		evs, _, err := peek(ctx, conn, cfg, nil, 0)
 		return evs, err
@@ -50,7 +55,7 @@ func Peek(ctx context.Context, conn *pgx.Conn, cfg Config, limit int) ([]Pending
 
 // FindPending peeks until the event with id and the rest of its transaction
 // are decoded; found is false when it is not pending.
-func FindPending(ctx context.Context, conn *pgx.Conn, cfg Config, id string) (evs []PendingEvent, found bool, err error) {
+func FindPending(ctx context.Context, conn *pgx.Conn, cfg replication.Config, id string) (evs []PendingEvent, found bool, err error) {
 	for n := 1024; ; n *= 8 {
 		evs, rows, err := peek(ctx, conn, cfg, nil, n)
 		if err != nil {
@@ -69,7 +74,7 @@ func FindPending(ctx context.Context, conn *pgx.Conn, cfg Config, id string) (ev
 
 // PeekUpTo returns the pending events whose transactions an advance to lsn
 // would skip (their commit record starts before lsn).
-func PeekUpTo(ctx context.Context, conn *pgx.Conn, cfg Config, lsn outboxrelay.LSN) ([]PendingEvent, error) {
+func PeekUpTo(ctx context.Context, conn *pgx.Conn, cfg replication.Config, lsn outboxrelay.LSN) ([]PendingEvent, error) {
 	evs, _, err := peek(ctx, conn, cfg, &lsn, 0)
 	if err != nil {
 		return nil, err
@@ -85,8 +90,8 @@ func PeekUpTo(ctx context.Context, conn *pgx.Conn, cfg Config, lsn outboxrelay.L
 
 // peek runs one pg_logical_slot_peek_binary_changes; rows counts the
 // output rows, to tell an exhausted slot from a cap reached.
-func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN, nchanges int) (evs []PendingEvent, rows int, err error) {
-	dec, err := NewDecoder(cfg, nil)
+func peek(ctx context.Context, conn *pgx.Conn, cfg replication.Config, upto *outboxrelay.LSN, nchanges int) (evs []PendingEvent, rows int, err error) {
+	dec, err := replication.NewDecoder(cfg, nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -95,17 +100,17 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN
 	// the partitions are read up front, and a relation of the outbox's
 	// shape that is not one now (a partition detached since) is listed:
 	// peek shows what the relay would have to decide about.
-	tn := cfg.tableName()
+	tn := cfg.TableName()
 	if ob, found, err := lookupOutbox(ctx, conn, tn); err != nil {
 		return nil, 0, err
 	} else if found {
-		var shaped OutboxMatcher
+		var shaped replication.OutboxMatcher
 		if ob.relkind == "p" {
 			shaped = func(_ uint32, _, _ string, columns []string) (bool, error) {
-				return hasColumns(columns, cfg.Columns.required()), nil
+				return hasColumns(columns, cfg.Columns.Required()), nil
 			}
 		}
-		dec.MatchOutbox(newOutboxMatcher(tn, ob.relations, shaped))
+		dec.MatchOutbox(replication.NewOutboxMatcher(tn, ob.relations, shaped))
 	}
 	var uptoArg, nArg any
 	if upto != nil {
@@ -116,7 +121,7 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN
 	}
 	res, err := conn.Query(ctx, `
 		SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3::int,
-			'proto_version', '1', 'publication_names', $4)`, cfg.Slot, uptoArg, nArg, quoteIdent(cfg.Publication))
+			'proto_version', '1', 'publication_names', $4)`, cfg.Slot, uptoArg, nArg, replication.QuoteIdent(cfg.Publication))
 	if err != nil {
 		return nil, 0, slotOpError(cfg.Slot, "peek", err)
 	}
@@ -129,7 +134,7 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN
 		if err := res.Scan(&lsnText, &data); err != nil {
 			return nil, 0, fmt.Errorf("read peeked change: %w", err)
 		}
-		lsn, err := parseLSN(lsnText)
+		lsn, err := pglogrepl.ParseLSN(lsnText)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -141,7 +146,7 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN
 			continue
 		}
 		switch m.Kind {
-		case KindEvent:
+		case replication.KindEvent:
 			e := PendingEvent{
 				ID: m.Event.ID, LSN: m.Event.LSN, CommitLSN: m.Event.CommitLSN,
 				CommitTime: m.Event.CommitTime, Topic: m.Event.Topic, Key: string(m.Event.Key),
@@ -150,7 +155,7 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg Config, upto *outboxrelay.LSN
 				e.Error = m.Err.Error()
 			}
 			evs = append(evs, e)
-		case KindCommit:
+		case replication.KindCommit:
 			for i := txnStart; i < len(evs); i++ {
 				evs[i].CommitEnd = m.LSN
 			}
@@ -168,12 +173,12 @@ func slotOpError(slot, op string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		case sqlstateObjectInUse:
-			return fmt.Errorf("%s slot %q: %s; stop the relay holding it first (status shows the PID): %w", op, slot, pgErr.Message, ErrSlotActive)
-		case sqlstateUndefinedObject:
-			return &ConfigError{Problem: fmt.Sprintf("%s slot %q: %s", op, slot, pgErr.Message), Fix: "check --slot, or create it with: outbox-relay setup"}
-		case sqlstateInsufficientPrivilege:
-			return &ConfigError{Problem: fmt.Sprintf("%s slot %q: %s", op, slot, pgErr.Message), Fix: "use a role with the REPLICATION attribute (or rds_replication)"}
+		case pgerr.ObjectInUse:
+			return fmt.Errorf("%s slot %q: %s; stop the relay holding it first (status shows the PID): %w", op, slot, pgErr.Message, outboxrelay.ErrSlotActive)
+		case pgerr.UndefinedObject:
+			return &outboxrelay.ConfigError{Problem: fmt.Sprintf("%s slot %q: %s", op, slot, pgErr.Message), Fix: "check --slot, or create it with: outbox-relay setup"}
+		case pgerr.InsufficientPrivilege:
+			return &outboxrelay.ConfigError{Problem: fmt.Sprintf("%s slot %q: %s", op, slot, pgErr.Message), Fix: "use a role with the REPLICATION attribute (or rds_replication)"}
 		}
 	}
 	return fmt.Errorf("%s slot %q: %w", op, slot, err)
@@ -185,16 +190,16 @@ func isUndefined(err error) bool {
 }
 
 // idleSlot reads slot and refuses a missing or active one.
-func idleSlot(ctx context.Context, conn *pgx.Conn, slot, op string) (SlotInfo, error) {
-	s, err := ReadSlot(ctx, conn, slot)
+func idleSlot(ctx context.Context, conn *pgx.Conn, slot, op string) (checkpoint.SlotInfo, error) {
+	s, err := checkpoint.ReadSlot(ctx, conn, slot)
 	if err != nil {
 		return s, err
 	}
 	if !s.Exists {
-		return s, &ConfigError{Problem: fmt.Sprintf("%s: replication slot %q does not exist", op, slot), Fix: "check --slot (outbox-relay status lists it)"}
+		return s, &outboxrelay.ConfigError{Problem: fmt.Sprintf("%s: replication slot %q does not exist", op, slot), Fix: "check --slot (outbox-relay status lists it)"}
 	}
 	if s.ActivePID != 0 {
-		return s, fmt.Errorf("%s: replication slot %q is active for PID %d; stop the relay holding it first: %w", op, slot, s.ActivePID, ErrSlotActive)
+		return s, fmt.Errorf("%s: replication slot %q is active for PID %d; stop the relay holding it first: %w", op, slot, s.ActivePID, outboxrelay.ErrSlotActive)
 	}
 	return s, nil
 }
@@ -205,13 +210,13 @@ func idleSlot(ctx context.Context, conn *pgx.Conn, slot, op string) (SlotInfo, e
 // flushed WAL without a word, so a mistyped --to would skip every pending
 // event and leave a record raised ahead of the slot, where it hides the
 // next gap.
-func CheckAdvance(ctx context.Context, conn *pgx.Conn, slot string, to outboxrelay.LSN) (SlotInfo, error) {
+func CheckAdvance(ctx context.Context, conn *pgx.Conn, slot string, to outboxrelay.LSN) (checkpoint.SlotInfo, error) {
 	s, err := idleSlot(ctx, conn, slot, "advance")
 	if err != nil {
 		return s, err
 	}
 	if to <= s.ConfirmedFlush {
-		return s, &ConfigError{
+		return s, &outboxrelay.ConfigError{
 			Problem: fmt.Sprintf("advance: %s is not past slot %q's confirmed position %s", to, slot, s.ConfirmedFlush),
 			Fix:     "a slot only moves forward; give a later --to (outbox-relay slot peek shows the pending LSNs)",
 		}
@@ -221,7 +226,7 @@ func CheckAdvance(ctx context.Context, conn *pgx.Conn, slot string, to outboxrel
 		return s, err
 	}
 	if to > flushed {
-		return s, &ConfigError{
+		return s, &outboxrelay.ConfigError{
 			Problem: fmt.Sprintf("advance: %s is past the server's flushed WAL %s (slot %q is at %s); nothing was moved", to, flushed, slot, s.ConfirmedFlush),
 			Fix:     fmt.Sprintf("check --to for a typo and give a position at or before %s (outbox-relay slot peek lists the pending events' commit positions)", flushed),
 		}
@@ -236,7 +241,7 @@ func flushedWAL(ctx context.Context, conn *pgx.Conn) (outboxrelay.LSN, error) {
 	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&s); err != nil {
 		return 0, fmt.Errorf("read the flushed WAL position: %w", err)
 	}
-	return parseLSN(s)
+	return pglogrepl.ParseLSN(s)
 }
 
 // AdvanceSlot moves an idle slot forward to `to` with
@@ -253,20 +258,20 @@ func AdvanceSlot(ctx context.Context, conn *pgx.Conn, slot string, to outboxrela
 	if err != nil {
 		return 0, err
 	}
-	if err := EnsureCheckpointTable(ctx, conn); err != nil {
+	if err := checkpoint.EnsureTable(ctx, conn); err != nil {
 		return 0, err
 	}
-	prev, hadRecord, err := ReadCheckpoint(ctx, conn, slot)
+	prev, hadRecord, err := checkpoint.Read(ctx, conn, slot)
 	if err != nil {
 		return 0, err
 	}
-	if err := RaiseCheckpoint(ctx, conn, slot, to, movedBy); err != nil {
+	if err := checkpoint.Raise(ctx, conn, slot, to, movedBy); err != nil {
 		return 0, err
 	}
 	var end string
 	err = conn.QueryRow(ctx, "SELECT end_lsn::text FROM pg_replication_slot_advance($1, $2::text::pg_lsn)", slot, to.String()).Scan(&end)
 	if err == nil {
-		return parseLSN(end)
+		return pglogrepl.ParseLSN(end)
 	}
 	err = slotOpError(slot, "advance", err)
 	if hadRecord && prev.LSN >= to {
@@ -282,7 +287,7 @@ func AdvanceSlot(ctx context.Context, conn *pgx.Conn, slot string, to outboxrela
 // after a failed advance. It keeps the raised record when the slot moved
 // after all (the record must cover it), and leaves alone a record someone
 // else wrote since.
-func restoreCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, before SlotInfo, prev Checkpoint, hadRecord bool, raised outboxrelay.LSN, movedBy string) error {
+func restoreCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, before checkpoint.SlotInfo, prev checkpoint.Record, hadRecord bool, raised outboxrelay.LSN, movedBy string) error {
 	// The failed advance may have been cancelled: put the record back anyway.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -290,17 +295,17 @@ func restoreCheckpoint(ctx context.Context, conn *pgx.Conn, slot string, before 
 		AND lsn = $3::text::pg_lsn AND moved_by = $4`
 	args := []any{slot, before.ConfirmedFlush.String(), raised.String(), movedBy}
 	quoted := "'" + strings.ReplaceAll(slot, "'", "''") + "'"
-	undo := "DELETE FROM " + CheckpointTable + " WHERE slot = " + quoted
+	undo := "DELETE FROM " + checkpoint.Table + " WHERE slot = " + quoted
 	var err error
 	if hadRecord {
-		undo = fmt.Sprintf("UPDATE %s SET lsn = '%s' WHERE slot = %s", CheckpointTable, prev.LSN, quoted)
+		undo = fmt.Sprintf("UPDATE %s SET lsn = '%s' WHERE slot = %s", checkpoint.Table, prev.LSN, quoted)
 		_, err = conn.Exec(ctx, "UPDATE outbox_relay.checkpoint SET lsn = $5::text::pg_lsn, updated_at = $6, moved_by = $7 WHERE slot = $1 "+unmoved,
 			append(args, prev.LSN.String(), prev.UpdatedAt, prev.MovedBy)...)
 	} else {
 		_, err = conn.Exec(ctx, "DELETE FROM outbox_relay.checkpoint WHERE slot = $1 "+unmoved, args...)
 	}
 	if err != nil {
-		return &ConfigError{
+		return &outboxrelay.ConfigError{
 			Problem: fmt.Sprintf("put back the checkpoint record of slot %q, raised to %s for the failed advance: %v", slot, raised, err),
 			Fix:     fmt.Sprintf("if outbox-relay status still shows the slot at %s, run: %s", before.ConfirmedFlush, undo),
 		}
@@ -323,7 +328,7 @@ func PlanSkip(pending []PendingEvent, id string, wholeTransaction bool) ([]Pendi
 		}
 	}
 	if idx < 0 {
-		return nil, 0, &ConfigError{
+		return nil, 0, &outboxrelay.ConfigError{
 			Problem: fmt.Sprintf("event %s is not pending in the slot (already confirmed, not committed, or not a row of the outbox table)", id),
 			Fix:     "check the id with: outbox-relay slot peek",
 		}
@@ -342,7 +347,7 @@ func PlanSkip(pending []PendingEvent, id string, wholeTransaction bool) ([]Pendi
 		}
 	}
 	if len(before) > 0 {
-		return nil, 0, &ConfigError{
+		return nil, 0, &outboxrelay.ConfigError{
 			Problem: fmt.Sprintf("%d pending event(s) committed before %s (first: %s at %s) would be skipped with it", len(before), id, before[0].ID, before[0].LSN),
 			Fix:     "start the relay to deliver them (it stops again at an undeliverable event), then skip; or, to drop them too, use: outbox-relay slot advance --to " + target.String(),
 		}
@@ -352,7 +357,7 @@ func PlanSkip(pending []PendingEvent, id string, wholeTransaction bool) ([]Pendi
 		for i, s := range siblings {
 			ids[i] = s.ID
 		}
-		return nil, 0, &ConfigError{
+		return nil, 0, &outboxrelay.ConfigError{
 			Problem: fmt.Sprintf("event %s shares its transaction with %d other event(s) (%s); a slot cannot resume inside a transaction, so they would be skipped too", id, len(siblings), strings.Join(ids, ", ")),
 			Fix:     "add --whole-transaction to skip all of them",
 		}
@@ -368,5 +373,5 @@ func DropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 	if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
 		return slotOpError(slot, "drop", err)
 	}
-	return DeleteCheckpoint(ctx, conn, slot)
+	return checkpoint.Delete(ctx, conn, slot)
 }

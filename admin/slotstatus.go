@@ -1,4 +1,4 @@
-package replication
+package admin
 
 import (
 	"context"
@@ -7,9 +7,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
+	"github.com/outbox-relay/outbox-relay/replication"
 )
 
 // SlotStatus is a slot as an operator wants to see it, with the server's
@@ -53,24 +56,21 @@ type SlotStats struct {
 // ReadSlotStatus describes slot; Exists is false when there is none.
 func ReadSlotStatus(ctx context.Context, conn *pgx.Conn, slot string) (SlotStatus, error) {
 	st := SlotStatus{Name: slot}
-	var cur string
-	var confirmed, restart, walStatus *string
+	var confirmed, restart *outboxrelay.LSN
+	var walStatus *string
 	var pid *int32
 	var unconfirmed, retained, safe *int64
 	err := conn.QueryRow(ctx, `
-		SELECT pg_current_wal_lsn()::text, s.slot_name IS NOT NULL,
+		SELECT pg_current_wal_lsn(), s.slot_name IS NOT NULL,
 		       coalesce(s.plugin, ''), coalesce(s.database, ''), coalesce(s.active, false), s.active_pid,
-		       s.confirmed_flush_lsn::text, s.restart_lsn::text, s.wal_status, s.safe_wal_size,
+		       s.confirmed_flush_lsn, s.restart_lsn, s.wal_status, s.safe_wal_size,
 		       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,
 		       pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint
 		FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`, slot).
-		Scan(&cur, &st.Exists, &st.Plugin, &st.Database, &st.Active, &pid,
+		Scan(&st.CurrentWAL, &st.Exists, &st.Plugin, &st.Database, &st.Active, &pid,
 			&confirmed, &restart, &walStatus, &safe, &unconfirmed, &retained)
 	if err != nil {
 		return st, fmt.Errorf("read replication slot %q: %w", slot, err)
-	}
-	if st.CurrentWAL, err = parseLSN(cur); err != nil {
-		return st, err
 	}
 	if pid != nil {
 		st.ActivePID = *pid
@@ -85,11 +85,11 @@ func ReadSlotStatus(ctx context.Context, conn *pgx.Conn, slot string) (SlotStatu
 	if retained != nil {
 		st.RetainedBytes = *retained
 	}
-	if st.ConfirmedFlush, err = parseOptLSN(confirmed); err != nil {
-		return st, err
+	if confirmed != nil {
+		st.ConfirmedFlush = *confirmed
 	}
-	if st.RestartLSN, err = parseOptLSN(restart); err != nil {
-		return st, err
+	if restart != nil {
+		st.RestartLSN = *restart
 	}
 	if !st.Exists {
 		return st, nil
@@ -115,8 +115,8 @@ func ReadSlotStatus(ctx context.Context, conn *pgx.Conn, slot string) (SlotStatu
 }
 
 // Info is the subset Preflight uses.
-func (st SlotStatus) Info() SlotInfo {
-	return SlotInfo{
+func (st SlotStatus) Info() checkpoint.SlotInfo {
+	return checkpoint.SlotInfo{
 		Exists: st.Exists, Plugin: st.Plugin, Database: st.Database, ActivePID: st.ActivePID,
 		ConfirmedFlush: st.ConfirmedFlush, RestartLSN: st.RestartLSN, WALStatus: st.WALStatus,
 	}
@@ -126,7 +126,7 @@ func (st SlotStatus) Info() SlotInfo {
 // it keeps reporting while the relay is a standby, reconnecting or stuck.
 // It is a sibling of the relay, never inside the stream.
 type SlotMonitor struct {
-	cfg      Config
+	cfg      replication.Config
 	interval time.Duration
 	log      zerolog.Logger
 
@@ -142,7 +142,7 @@ type SlotMonitor struct {
 var walStatuses = []string{"reserved", "extended", "unreserved", "lost", "missing"}
 
 // NewSlotMonitor registers the slot metrics on reg (which may be nil).
-func NewSlotMonitor(cfg Config, interval time.Duration, log zerolog.Logger, reg prometheus.Registerer) *SlotMonitor {
+func NewSlotMonitor(cfg replication.Config, interval time.Duration, log zerolog.Logger, reg prometheus.Registerer) *SlotMonitor {
 	m := &SlotMonitor{
 		cfg: cfg, interval: interval,
 		log: log.With().Str("component", "slot_monitor").Str("slot", cfg.Slot).Logger(),
