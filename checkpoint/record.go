@@ -232,4 +232,3 @@ func (e *GapError) config() *outboxrelay.ConfigError {
 			since, e.Gap.To),
 	}
 }
-

@@ -55,31 +55,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("relay binary %s: %w (run `make build` first, or `make demo`)", *relayBin, err)
 	}
 
-	fmt.Fprintln(out, "== starting a throwaway Postgres (wal_level=logical)")
-	pg, err := pgtest.Start(ctx, pgtest.Options{})
+	pg, broker, cleanup, err := startBackends(ctx, out)
 	if err != nil {
 		return err
 	}
-	defer pg.Close()
-	dataDir, err := os.MkdirTemp("", "outbox-relay-demo-kafka-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dataDir)
-	fmt.Fprintf(out, "== starting a local Kafka-protocol broker (kfake, data in %s)\n", dataDir)
-	broker, err := kafkatest.Start(kafkatest.Options{Partitions: 3, DataDir: dataDir})
-	if err != nil {
-		return err
-	}
-	defer broker.Close()
-
-	schema, err := os.ReadFile(filepath.Join("testdata", "outbox.sql"))
-	if err != nil {
-		return fmt.Errorf("read the outbox table definition (run from the repository root): %w", err)
-	}
-	if err := pg.Exec(ctx, string(schema)); err != nil {
-		return fmt.Errorf("create outbox table: %w", err)
-	}
+	defer cleanup()
 	metricsAddr, err := freeAddr()
 	if err != nil {
 		return err
@@ -126,6 +106,47 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// startBackends starts the throwaway Postgres with the outbox table and the
+// embedded broker; cleanup removes both.
+func startBackends(ctx context.Context, out io.Writer) (_ *pgtest.Server, _ *kafkatest.Broker, cleanup func(), err error) {
+	var undo []func()
+	cleanup = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
+	fmt.Fprintln(out, "== starting a throwaway Postgres (wal_level=logical)")
+	pg, err := pgtest.Start(ctx, pgtest.Options{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	undo = append(undo, pg.Close)
+	dataDir, err := os.MkdirTemp("", "outbox-relay-demo-kafka-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	undo = append(undo, func() { os.RemoveAll(dataDir) })
+	fmt.Fprintf(out, "== starting a local Kafka-protocol broker (kfake, data in %s)\n", dataDir)
+	broker, err := kafkatest.Start(kafkatest.Options{Partitions: 3, DataDir: dataDir})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	undo = append(undo, broker.Close)
+	schema, err := os.ReadFile(filepath.Join("testdata", "outbox.sql"))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read the outbox table definition (run from the repository root): %w", err)
+	}
+	if err := pg.Exec(ctx, string(schema)); err != nil {
+		return nil, nil, nil, fmt.Errorf("create outbox table: %w", err)
+	}
+	return pg, broker, cleanup, nil
 }
 
 var errDone = errors.New("all demo events delivered")

@@ -2,18 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/outbox-relay/outbox-relay/admin"
 	"github.com/outbox-relay/outbox-relay/checkpoint"
-	"github.com/outbox-relay/outbox-relay/replication"
 )
 
 // statusReport is what `status` prints.
@@ -90,36 +86,6 @@ func newSlotView(st admin.SlotStatus) slotView {
 	return v
 }
 
-func readPublication(ctx context.Context, conn *pgx.Conn, cfg replication.Config) (publicationView, error) {
-	p := publicationView{Name: cfg.Publication, Tables: []string{}, Operations: []string{}}
-	var ins, upd, del, trunc bool
-	err := conn.QueryRow(ctx, "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1",
-		cfg.Publication).Scan(&p.AllTables, &ins, &upd, &del, &trunc)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return p, nil
-	}
-	if err != nil {
-		return p, fmt.Errorf("read publication %q: %w", cfg.Publication, err)
-	}
-	p.Exists = true
-	for _, op := range []struct {
-		on   bool
-		name string
-	}{{ins, "insert"}, {upd, "update"}, {del, "delete"}, {trunc, "truncate"}} {
-		if op.on {
-			p.Operations = append(p.Operations, op.name)
-		}
-	}
-	rows, err := conn.Query(ctx, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", cfg.Publication)
-	if err != nil {
-		return p, fmt.Errorf("read publication tables: %w", err)
-	}
-	if p.Tables, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-		return p, fmt.Errorf("read publication tables: %w", err)
-	}
-	return p, nil
-}
-
 func runStatus(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	o, conn, err := opsCommand(ctx, "status", args, getenv, stderr, nil)
 	if conn == nil {
@@ -127,45 +93,11 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	defer closeConn(conn)
 
-	// The slot before the record: see checkpoint.DetectGap.
-	st, err := admin.ReadSlotStatus(ctx, conn, o.pg.Slot)
+	st, err := admin.ReadStatus(ctx, conn, o.pg)
 	if err != nil {
 		return err
 	}
-	rec, hasRec, err := checkpoint.Read(ctx, conn, o.pg.Slot)
-	if err != nil {
-		return err
-	}
-	pub, err := readPublication(ctx, conn, o.pg)
-	if err != nil {
-		return err
-	}
-	r := statusReport{Slot: newSlotView(st), Publication: pub, Problems: []string{}}
-	if hasRec {
-		r.Checkpoint = &checkpointView{LSN: lsnText(rec.LSN), UpdatedAt: rec.UpdatedAt, MovedBy: rec.MovedBy}
-	}
-	if gap := checkpoint.DetectGap(o.pg.Slot, st.Info(), rec, hasRec, st.CurrentWAL); gap != nil {
-		r.Gap = &gapView{Kind: gap.Kind, From: lsnText(gap.From), To: lsnText(gap.To), Description: gap.Describe()}
-		r.Problems = append(r.Problems, "gap: "+gap.Describe()+"; see docs/operations.md, 'Gap report'")
-	}
-	switch {
-	case !st.Exists:
-		r.Problems = append(r.Problems, fmt.Sprintf("slot %q does not exist (create it with: outbox-relay setup)", o.pg.Slot))
-	case st.Plugin != "pgoutput":
-		r.Problems = append(r.Problems, fmt.Sprintf("slot %q uses plugin %q, not pgoutput", o.pg.Slot, st.Plugin))
-	case st.WALStatus == "unreserved":
-		r.Problems = append(r.Problems, "slot wal_status is 'unreserved': it is about to be lost (max_slot_wal_keep_size); see docs/operations.md, 'WAL growing'")
-	}
-	checks, err := admin.PublicationChecks(ctx, conn, o.pg)
-	if err != nil {
-		return err
-	}
-	for _, c := range checks {
-		if !c.OK && !c.Warning {
-			r.Problems = append(r.Problems, c.Detail+" ("+c.Fix+")")
-		}
-	}
-
+	r := newStatusReport(st)
 	err = emit(o, stdout, r, func(w io.Writer) { printStatus(w, r) })
 	if err == nil && len(r.Problems) > 0 {
 		return fmt.Errorf("status: %w: %s", errProblems, strings.Join(r.Problems, "; "))
@@ -173,14 +105,22 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	return err
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
+func newStatusReport(st admin.Status) statusReport {
+	p := st.Publication
+	r := statusReport{
+		Slot:        newSlotView(st.Slot),
+		Publication: publicationView{Name: p.Name, Exists: p.Exists, AllTables: p.AllTables, Tables: p.Tables, Operations: p.Operations},
+		Problems:    st.Problems,
 	}
-	return false
+	if st.HasRecord {
+		r.Checkpoint = &checkpointView{LSN: lsnText(st.Record.LSN), UpdatedAt: st.Record.UpdatedAt, MovedBy: st.Record.MovedBy}
+	}
+	if g := st.Gap; g != nil {
+		r.Gap = &gapView{Kind: g.Kind, From: lsnText(g.From), To: lsnText(g.To), Description: g.Describe()}
+	}
+	return r
 }
+
 
 func printStatus(w io.Writer, r statusReport) {
 	s := r.Slot
@@ -259,17 +199,11 @@ func runPreflight(ctx context.Context, args []string, getenv func(string) string
 	}
 	defer closeConn(conn)
 
-	in, err := admin.Preflight(ctx, conn, o.pg)
+	in, err := admin.Readiness(ctx, conn, o.pg)
 	if err != nil {
 		return err
 	}
-	cp, err := admin.CheckpointCheck(ctx, conn)
-	if err != nil {
-		return err
-	}
-	in.Checks = append(in.Checks, cp)
-	in2 := admin.Inspection{Checks: in.Checks}
-	r := preflightReport{CanStart: in2.Err() == nil}
+	r := preflightReport{CanStart: in.Err() == nil}
 	for _, c := range in.Checks {
 		v := checkView{Name: c.Name, Status: "ok"}
 		switch {
@@ -295,7 +229,7 @@ func runPreflight(ctx context.Context, args []string, getenv func(string) string
 		}
 	})
 	if err == nil && !r.CanStart {
-		return fmt.Errorf("preflight: %w: %v", errProblems, in2.Err())
+		return fmt.Errorf("preflight: %w: %v", errProblems, in.Err())
 	}
 	return err
 }
@@ -328,54 +262,12 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	defer closeConn(conn)
 
-	cfg := o.pg
-	cfg.Create = true
-	in, err := admin.Preflight(ctx, conn, cfg)
+	res, err := admin.SetUp(ctx, conn, o.pg)
 	if err != nil {
 		return err
 	}
-	created, err := admin.Setup(ctx, conn, cfg, in)
-	if err != nil {
-		return err
-	}
-	r := setupReport{Actions: []string{}}
-	for _, c := range created {
-		r.Actions = append(r.Actions, "created "+c)
-	}
-	if in.PublicationExists {
-		r.Actions = append(r.Actions, "publication "+cfg.Publication+" already exists")
-	}
-	if in.Slot.Exists {
-		r.Actions = append(r.Actions, "slot "+cfg.Slot+" already exists")
-	}
-	if err := checkpoint.EnsureTable(ctx, conn); err != nil {
-		return err
-	}
-	slot, err := checkpoint.ReadSlot(ctx, conn, cfg.Slot)
-	if err != nil {
-		return err
-	}
-	rec, hasRec, err := checkpoint.Read(ctx, conn, cfg.Slot)
-	if err != nil {
-		return err
-	}
-	if hasRec {
-		r.Actions = append(r.Actions, fmt.Sprintf("checkpoint record exists at %s (moved by %s)", rec.LSN, rec.MovedBy))
-	} else {
-		if err := checkpoint.Adopt(ctx, conn, cfg.Slot, slot.ConfirmedFlush, checkpoint.MovedBySetup); err != nil {
-			return err
-		}
-		r.Actions = append(r.Actions, fmt.Sprintf("recorded checkpoint %s", slot.ConfirmedFlush))
-	}
-	var problems []string
-	if gap := checkpoint.DetectGap(cfg.Slot, slot, rec, hasRec, slot.ConfirmedFlush); gap != nil {
-		problems = append(problems, "gap: "+gap.Describe())
-	}
-	for _, c := range in.Failed() {
-		if c.Name != "publication" && c.Name != "slot" && c.Name != "max_replication_slots" && c.Name != "publication rights" {
-			problems = append(problems, c.Detail+"; "+c.Fix)
-		}
-	}
+	r := setupReport{Actions: res.Actions}
+	problems := res.Problems
 	err = emit(o, stdout, r, func(w io.Writer) {
 		for _, a := range r.Actions {
 			fmt.Fprintln(w, a)

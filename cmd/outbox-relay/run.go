@@ -83,7 +83,17 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 			return fmt.Errorf("listen on --metrics-addr %s: %w (pick a free address, or '' to disable)", o.metricsAddr, err)
 		}
 	}
+	if err := serve(ctx, o, r, ln, logger, reg); err != nil {
+		logger.Error().Err(err).Msg("relay stopped")
+		return err
+	}
+	logger.Info().Msg("relay stopped cleanly")
+	return nil
+}
 
+// serve runs the relay, the slot monitor and, when ln is not nil, the
+// HTTP endpoints, until ctx ends or one of them fails.
+func serve(ctx context.Context, o *options, r *relay.Relay, ln net.Listener, logger zerolog.Logger, reg *prometheus.Registry) error {
 	g, gctx := errgroup.WithContext(ctx)
 	relayDone := make(chan struct{})
 	g.Go(func() error {
@@ -95,7 +105,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	// once ctx ends or with an error, either of which ends gctx.
 	monitor := admin.NewSlotMonitor(o.pg, max(o.pg.StatusInterval, time.Second), logger, reg)
 	g.Go(func() error { return monitor.Run(gctx) })
-	if o.metricsAddr != "" {
+	if ln != nil {
 		srv := &http.Server{Addr: o.metricsAddr, Handler: healthMux(r, reg), ReadHeaderTimeout: 5 * time.Second}
 		logger.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz")
 		g.Go(func() error {
@@ -112,12 +122,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 			return srv.Shutdown(sctx)
 		})
 	}
-	if err := g.Wait(); err != nil {
-		logger.Error().Err(err).Msg("relay stopped")
-		return err
-	}
-	logger.Info().Msg("relay stopped cleanly")
-	return nil
+	return g.Wait()
 }
 
 // cpuProfileEnv names a file for a CPU profile of the whole run, written
