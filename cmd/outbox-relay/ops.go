@@ -121,7 +121,6 @@ func newStatusReport(st admin.Status) statusReport {
 	return r
 }
 
-
 func printStatus(w io.Writer, r statusReport) {
 	s := r.Slot
 	fmt.Fprintf(w, "SLOT\t%s\n", s.Name)
