@@ -22,8 +22,12 @@ type session struct {
 	dl       *deadLetters
 	stopFeed context.CancelFunc
 
+	stopSrc  func()
+	srcDone  <-chan struct{}
 	stopSink func()
 	sinkDone <-chan struct{} // nil until the sink runs
+	stopDL   func()
+	dlDone   <-chan struct{} // nil until the dead-letter producer runs
 	shutdown bool            // ctx ended with no failure: drain, bounded waits
 
 	mu      sync.Mutex
@@ -61,12 +65,11 @@ func (s *session) run(ctx context.Context) error {
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	defer stopFeed()
 	s.stopFeed = stopFeed
-	// The source and sink outlive ctx on purpose: on shutdown the relay
-	// first drains acks, then stops the source (final status update), then
-	// the sink.
+	// The source and sink outlive ctx on purpose: see stopInOrder.
 	srcCtx, stopSrc := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSrc()
-	srcDone := s.goRun(srcCtx, s.src.Run, func(err error) error {
+	s.stopSrc = stopSrc
+	s.srcDone = s.goRun(srcCtx, s.src.Run, func(err error) error {
 		if err == nil {
 			return errors.New("replication stream ended")
 		}
@@ -75,17 +78,36 @@ func (s *session) run(ctx context.Context) error {
 	select {
 	case <-s.src.Streaming():
 		if feedCtx.Err() == nil && s.startSink(ctx) {
-			s.pump(ctx, feedCtx)
+			s.startDeadLetters(ctx)
+			s.pump(feedCtx)
 		}
-	case <-srcDone:
+	case <-s.srcDone:
 	case <-feedCtx.Done():
 	}
-	stopFeed()
-	s.src.Confirm(s.tracker.Safe())
-	stopSrc()
-	<-srcDone
-	s.stopProducer()
+	s.stopInOrder(ctx)
 	return s.failed()
+}
+
+// stopInOrder is the session's shutdown order. On a graceful stop (ctx
+// ended, nothing failed) it first waits for in-flight acks; then it stops
+// the dead-letter copies (a refused event is done only once its copy is
+// acked), confirms the tracker's safe position, stops the source (which
+// sends it in a final status update), and stops the producer last, so no
+// ack that the final status could carry is cut off.
+func (s *session) stopInOrder(ctx context.Context) {
+	s.stopFeed()
+	if ctx.Err() != nil && s.failed() == nil && s.sinkDone != nil {
+		s.shutdown = true
+		s.drain()
+	}
+	if s.dlDone != nil {
+		s.stopDL()
+		<-s.dlDone
+	}
+	s.src.Confirm(s.tracker.Safe())
+	s.stopSrc()
+	<-s.srcDone
+	s.stopProducer()
 }
 
 // goRun runs part on its own goroutine; a return before its ctx ends fails
@@ -120,37 +142,34 @@ func (s *session) startSink(ctx context.Context) bool {
 	return true
 }
 
-// pump moves events until the feed stops, then, on shutdown, waits for
-// in-flight acks before dead-letter copies stop (a refused event is done
-// only once its copy is acked).
-func (s *session) pump(ctx, feedCtx context.Context) {
+// startDeadLetters runs the dead-letter producer, when there is one, until
+// stopInOrder stops it.
+func (s *session) startDeadLetters(ctx context.Context) {
+	if s.dl == nil {
+		return
+	}
 	dlCtx, stopDL := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopDL()
-	dlDone := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer close(dlDone)
-		if s.dl != nil {
-			s.dl.run(dlCtx, s.snk)
-		}
+		defer close(done)
+		s.dl.run(dlCtx, s.snk)
 	}()
+	s.stopDL, s.dlDone = stopDL, done
+}
+
+// pump moves events until the feed stops, with the phase watch beside it.
+func (s *session) pump(feedCtx context.Context) {
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
 		s.r.watch(feedCtx, s.src, s.snk, s.tracker)
 	}()
-
 	err := s.feed(feedCtx)
 	s.stopFeed()
 	<-watchDone
-	switch {
-	case err != nil:
+	if err != nil {
 		s.fail(err)
-	case ctx.Err() != nil && s.failed() == nil:
-		s.shutdown = true
-		s.drain()
 	}
-	stopDL()
-	<-dlDone
 }
 
 // stopProducer stops the sink after the source has sent its last status.
