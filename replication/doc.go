@@ -1,13 +1,18 @@
-// Package replication owns the Postgres side: preflight checks, publication
-// and slot setup, and the logical replication stream that turns pgoutput
-// inserts on the outbox table into Events.
+// Package replication owns the replication connection and nothing else:
+// the logical replication stream, pgoutput decoding, and standby status
+// updates.
 //
-// One goroutine, Stream.Run, owns the replication connection: it receives
-// messages, sends standby status updates on its own timer (and when the
-// server asks, and once more at shutdown), and hands decoded Messages to
-// the relay in WAL order. Confirm only raises the position those updates
-// carry; the relay calls it with the checkpoint tracker's safe position and
-// nothing else.
+// One goroutine, Stream.Run, owns the connection. It first asks its
+// Preparer (admin.Sessions in the product) for a Plan: the checks and
+// setup, the slot's position, the outbox's relation ids, and the Record
+// hook. It then receives messages, hands decoded Messages to the relay in
+// WAL order, and sends status updates on its own timer (and when the
+// server asks, while the relay pushes back, and once more at shutdown).
+// Before each update it calls the plan's Record hook with the highest
+// position Confirm was given, and sends what the hook returns: the durable
+// record (package checkpoint) covers a position before Postgres hears of
+// it. Confirm only raises that one high-water mark; the relay calls it
+// with the checkpoint tracker's safe position and nothing else.
 //
 // The decoder speaks pgoutput protocol version 1. It maps columns by name
 // from each Relation message, so adding a column to the outbox table while
