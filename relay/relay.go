@@ -33,7 +33,8 @@ type Sink interface {
 // AckFunc is how a Sink reports each event's fate; see sink.AckFunc.
 type AckFunc = sink.AckFunc
 
-// Config tunes the relay. Zero fields take DefaultConfig's values.
+// Config tunes the relay. Start from DefaultConfig: New refuses zero
+// limits and timeouts rather than guessing them.
 type Config struct {
 	// MaxInFlight caps the events produced and not yet behind the
 	// confirmed position; at the cap the WAL reader waits.
