@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -120,7 +119,7 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg replication.Config, upto *out
 		nArg = nchanges
 	}
 	res, err := conn.Query(ctx, `
-		SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3::int,
+		SELECT lsn, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3::int,
 			'proto_version', '1', 'publication_names', $4)`, cfg.Slot, uptoArg, nArg, replication.QuoteIdent(cfg.Publication))
 	if err != nil {
 		return nil, 0, slotOpError(cfg.Slot, "peek", err)
@@ -129,14 +128,10 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg replication.Config, upto *out
 	txnStart := 0
 	for res.Next() {
 		rows++
-		var lsnText string
+		var lsn outboxrelay.LSN
 		var data []byte
-		if err := res.Scan(&lsnText, &data); err != nil {
+		if err := res.Scan(&lsn, &data); err != nil {
 			return nil, 0, fmt.Errorf("read peeked change: %w", err)
-		}
-		lsn, err := pglogrepl.ParseLSN(lsnText)
-		if err != nil {
-			return nil, 0, err
 		}
 		m, ok, err := dec.Decode(lsn, data)
 		if err != nil {
@@ -237,11 +232,11 @@ func CheckAdvance(ctx context.Context, conn *pgx.Conn, slot string, to outboxrel
 // flushedWAL is pg_current_wal_flush_lsn(): the end of the WAL a slot can
 // be advanced through.
 func flushedWAL(ctx context.Context, conn *pgx.Conn) (outboxrelay.LSN, error) {
-	var s string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&s); err != nil {
+	var lsn outboxrelay.LSN
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()").Scan(&lsn); err != nil {
 		return 0, fmt.Errorf("read the flushed WAL position: %w", err)
 	}
-	return pglogrepl.ParseLSN(s)
+	return lsn, nil
 }
 
 // AdvanceSlot moves an idle slot forward to `to` with
@@ -268,10 +263,10 @@ func AdvanceSlot(ctx context.Context, conn *pgx.Conn, slot string, to outboxrela
 	if err := checkpoint.Raise(ctx, conn, slot, to, movedBy); err != nil {
 		return 0, err
 	}
-	var end string
-	err = conn.QueryRow(ctx, "SELECT end_lsn::text FROM pg_replication_slot_advance($1, $2::text::pg_lsn)", slot, to.String()).Scan(&end)
+	var end outboxrelay.LSN
+	err = conn.QueryRow(ctx, "SELECT end_lsn FROM pg_replication_slot_advance($1, $2::text::pg_lsn)", slot, to.String()).Scan(&end)
 	if err == nil {
-		return pglogrepl.ParseLSN(end)
+		return end, nil
 	}
 	err = slotOpError(slot, "advance", err)
 	if hadRecord && prev.LSN >= to {
