@@ -44,6 +44,10 @@ func TestMissingTopic(t *testing.T) {
 			e := newEnv(t, c, "missing-"+string(mode))
 			cfg := e.config()
 			cfg.Relay.OnUndeliverable = mode
+			// Nobody creates the topic: this pins the final failure, which
+			// the default TopicWait postpones by restarting sessions for a
+			// minute (TestMissingTopicCreatedLate covers the wait).
+			cfg.Sink.TopicWait = 0
 			e.createTopics(ctx, t, 3, nil, e.topic("order"), cfg.Relay.DeadLetterTopic)
 			run := relaytest.Start(t, cfg)
 			run.WaitReady(ctx, t)
