@@ -62,6 +62,17 @@ type Config struct {
 	Timeout time.Duration
 	TLS     TLS
 	SASL    SASL
+	// TopicWait is how long a topic Kafka does not know may stay missing
+	// before a record to it is undeliverable, measured from the first
+	// failure of a record to it (across sinks sharing a MissingTopics).
+	// Until then such a failure is a retriable *TopicWaitError: the
+	// session ends and the next one resends the record. Creating a topic
+	// (auto-create on a slow controller, a first record to a new routed
+	// topic) can outlast sarama's metadata retries (~5 s), which are
+	// shared by every topic and so not lengthened for one. 0 makes a
+	// missing topic undeliverable at once. The default, 60 s, is the Java
+	// producer's max.block.ms, its wait for a topic's metadata.
+	TopicWait time.Duration
 	// StopAtUndeliverable stops the producer sending at the first record
 	// Kafka refuses for good: every later record fails (retriably) instead
 	// of reaching Kafka. For a relay that halts at such a record: were the
@@ -81,6 +92,7 @@ func DefaultConfig() Config {
 		RetryBackoff:    100 * time.Millisecond,
 		RetryBackoffMax: 5 * time.Second,
 		Timeout:         10 * time.Second,
+		TopicWait:       60 * time.Second,
 	}
 }
 
@@ -138,12 +150,16 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	if c.RetryBackoff <= 0 || c.RetryBackoffMax < c.RetryBackoff {
 		errs = append(errs, fmt.Errorf("retry backoff %s..%s: both must be positive, max >= min", c.RetryBackoff, c.RetryBackoffMax))
 	}
+	if c.TopicWait < 0 {
+		errs = append(errs, fmt.Errorf("topic wait %s: use 0 (a missing topic is undeliverable at once) or a positive duration (--kafka-topic-wait)", c.TopicWait))
+	}
 	sc.Producer.Timeout = c.Timeout
 	sc.Net.DialTimeout = c.Timeout
 	sc.Net.ReadTimeout = c.Timeout + 5*time.Second // outlast the broker's own wait
 	sc.Net.WriteTimeout = c.Timeout
-	// An unknown topic is final only after metadata retries; give a topic
-	// that is still being created (auto-create, a slow controller) ~5 s.
+	// An unknown topic is reported only after metadata retries (~5 s),
+	// and final only after TopicWait (see waitForTopic): these retries are
+	// shared by every topic, so they stay short.
 	sc.Metadata.Retry.Max = 10
 	sc.Metadata.Retry.Backoff = metadataBackoff
 

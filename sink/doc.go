@@ -11,7 +11,10 @@
 // and need an operator's decision. A refusal of a whole batch is not one:
 // the sink resends that batch's records in smaller batches, down to one
 // per request, before anything later (see Sink), so only the record Kafka
-// refuses alone is reported.
+// refuses alone is reported. Nor is a topic Kafka does not know, at first:
+// it may still be being created, so it is retriable (a *TopicWaitError)
+// until it has been missing for Config.TopicWait, counted across sessions
+// by a MissingTopics shared through WithMissingTopics.
 //
 // No code of the sink may panic on sarama's goroutines: its callbacks
 // recover into a *PanicError that ends Run, and Panics routes sarama's own

@@ -56,8 +56,13 @@ var undeliverable = []error{
 }
 
 // IsRetriable reports whether resending the same record may succeed
-// (a broker down, a leader moving, a timeout, sarama's circuit breaker).
+// (a broker down, a leader moving, a timeout, sarama's circuit breaker, a
+// topic still within its wait: a *TopicWaitError).
 func IsRetriable(err error) bool {
+	var tw *TopicWaitError
+	if errors.As(err, &tw) {
+		return true
+	}
 	// sarama refuses a record larger than Producer.MaxMessageBytes (or with
 	// headers on a pre-0.11 protocol) before sending it, as a
 	// ConfigurationError: resending the same record fails the same way.

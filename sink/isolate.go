@@ -174,6 +174,7 @@ func (s *Sink) drain(ctx context.Context, pr *producer) ([]*sarama.ProducerMessa
 				continue
 			}
 			s.topicFailures.succeeded(m.Topic)
+			s.missing.found(m.Topic)
 			s.succeeded(m)
 			pr.reported++
 			pr.closeIfDone(stopping)
@@ -183,6 +184,7 @@ func (s *Sink) drain(ctx context.Context, pr *producer) ([]*sarama.ProducerMessa
 				continue
 			}
 			pe.Err = s.topicFailures.failed(pe.Msg.Topic, pe.Err)
+			pe.Err = waitForTopic(s.missing, s.topicWait, pe.Msg.Topic, pe.Err, time.Now())
 			if s.failedOrHeld(pr, pe, stopping) {
 				held = append(held, pe.Msg)
 			}

@@ -319,6 +319,10 @@ func TestOnlyBatchRefusalsIsolate(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.Brokers = cluster.ListenAddrs()
+	// The topic is never created: this pins how its final failure is
+	// reported, which the default TopicWait would postpone (and a retriable
+	// wait ends the session). TestTopicWait covers the wait.
+	cfg.TopicWait = 0
 	got, m := newFates(), NewMetrics(nil)
 	s, _ := startSink(ctx, t, cfg, got.ack, WithMetrics(m))
 	key := []byte("agg-1")

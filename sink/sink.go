@@ -77,6 +77,10 @@ type Sink struct {
 	maxRecords int
 	// topicFailures names what sarama's circuit breaker stands for.
 	topicFailures topicFailures
+	// missing and topicWait make a missing topic retriable for a while
+	// (Config.TopicWait).
+	missing   *MissingTopics
+	topicWait time.Duration
 
 	lastRetryLog atomic.Int64 // unix nanos; retries are logged once per 10 s
 }
@@ -96,13 +100,16 @@ func New(cfg Config, onAck AckFunc, opts ...Option) (*Sink, error) {
 		ready: make(chan struct{}), closing: make(chan struct{}), stopped: make(chan struct{}),
 		panicCh: make(chan *PanicError, 1),
 		resumed: make(chan struct{}), retiring: make(chan struct{}),
-		topicFailures: topicFailures{},
+		topicFailures: topicFailures{}, topicWait: cfg.TopicWait,
 	}
 	for _, o := range opts {
 		o(s)
 	}
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
+	}
+	if s.missing == nil {
+		s.missing = NewMissingTopics()
 	}
 	sc.Producer.Partitioner = func(string) sarama.Partitioner { return partitioner{s} }
 	return s, nil

@@ -44,6 +44,7 @@ func TestIsRetriable(t *testing.T) {
 		{sarama.ErrUnknownTopicOrPartition, false},
 		{&DeliveryError{EventID: "e", Err: sarama.ErrMessageSizeTooLarge}, false},
 		{fmt.Errorf("wrapped: %w", &DeliveryError{Err: sarama.ErrNotEnoughReplicas}), true},
+		{&DeliveryError{Err: &TopicWaitError{Topic: "t", Err: sarama.ErrUnknownTopicOrPartition}}, true},
 	} {
 		if got := IsRetriable(tc.err); got != tc.want {
 			t.Errorf("IsRetriable(%v) = %v, want %v", tc.err, got, tc.want)
@@ -53,11 +54,12 @@ func TestIsRetriable(t *testing.T) {
 
 func TestConfigRefusesUnsafeOrUnknownSettings(t *testing.T) {
 	for name, mutate := range map[string]func(*Config){
-		"no brokers":      func(c *Config) { c.Brokers = nil },
-		"bad compression": func(c *Config) { c.Compression = "brotli" },
-		"bad sasl":        func(c *Config) { c.SASL = SASL{Mechanism: "GSSAPI", User: "u"} },
-		"sasl no user":    func(c *Config) { c.SASL = SASL{Mechanism: "PLAIN"} },
-		"missing ca file": func(c *Config) { c.TLS = TLS{Enabled: true, CAFile: "/nonexistent/ca.pem"} },
+		"no brokers":          func(c *Config) { c.Brokers = nil },
+		"bad compression":     func(c *Config) { c.Compression = "brotli" },
+		"bad sasl":            func(c *Config) { c.SASL = SASL{Mechanism: "GSSAPI", User: "u"} },
+		"sasl no user":        func(c *Config) { c.SASL = SASL{Mechanism: "PLAIN"} },
+		"missing ca file":     func(c *Config) { c.TLS = TLS{Enabled: true, CAFile: "/nonexistent/ca.pem"} },
+		"negative topic wait": func(c *Config) { c.TopicWait = -time.Second },
 	} {
 		cfg := DefaultConfig()
 		cfg.Brokers = []string{"127.0.0.1:1"}

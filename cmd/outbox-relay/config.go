@@ -91,6 +91,8 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.DurationVar(&o.kafka.RetryBackoff, "kafka-retry-backoff", o.kafka.RetryBackoff, "first wait between producer retries (doubles per retry)")
 	fs.DurationVar(&o.kafka.RetryBackoffMax, "kafka-retry-backoff-max", o.kafka.RetryBackoffMax, "longest wait between producer retries")
 	fs.DurationVar(&o.kafka.Timeout, "kafka-timeout", o.kafka.Timeout, "dial, request and replica-ack timeout")
+	fs.DurationVar(&o.kafka.TopicWait, "kafka-topic-wait", o.kafka.TopicWait, "how long a topic Kafka does not know may stay missing (being created) before an event to it is undeliverable; "+
+		"meanwhile the session restarts and resends it; 0: undeliverable at once")
 	fs.BoolVar(&o.kafka.TLS.Enabled, "kafka-tls", false, "connect to Kafka over TLS")
 	fs.StringVar(&o.kafka.TLS.CAFile, "kafka-tls-ca", "", "PEM CA bundle for the brokers (default: system roots)")
 	fs.StringVar(&o.kafka.TLS.CertFile, "kafka-tls-cert", "", "PEM client certificate (mTLS)")

@@ -268,3 +268,32 @@ func TestConfigFileRefusesValuesNotAsWritten(t *testing.T) {
 		t.Errorf("publication %q, slot %q, err %v; want outbox_relay, s1", o.pg.Publication, o.pg.Slot, err)
 	}
 }
+
+// --kafka-topic-wait is read like every flag (command line, environment,
+// config file); 0 is allowed (a missing topic is undeliverable at once)
+// and a negative wait is refused with the flag's name.
+func TestKafkaTopicWait(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{"default", nil, nil, time.Minute},
+		{"command line", []string{"--kafka-topic-wait", "2m"}, nil, 2 * time.Minute},
+		{"environment", nil, map[string]string{"OUTBOX_RELAY_KAFKA_TOPIC_WAIT": "90s"}, 90 * time.Second},
+		{"config file", []string{"--config", writeConfig(t, "kafka-topic-wait: 0s\n")}, nil, 0},
+	} {
+		o, err := parseRun(t, c.args, c.env)
+		if err != nil || o.kafka.TopicWait != c.want {
+			t.Errorf("%s: topic wait %s (%v), want %s", c.name, o.kafka.TopicWait, err, c.want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := run(ctx, []string{"run", "--pg-url", "postgres://postgres@127.0.0.1:1/none", "--kafka-brokers", "127.0.0.1:1",
+		"--metrics-addr", "", "--kafka-topic-wait", "-1s"}, func(string) string { return "" }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--kafka-topic-wait") {
+		t.Fatalf("a negative --kafka-topic-wait: %v, want an error naming the flag", err)
+	}
+}

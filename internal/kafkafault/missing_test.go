@@ -44,6 +44,10 @@ func TestMissingTopic(t *testing.T) {
 			e := newEnv(t, c, "missing-"+string(mode))
 			cfg := e.config()
 			cfg.Relay.OnUndeliverable = mode
+			// Nobody creates the topic: this pins the final failure, which
+			// the default TopicWait postpones by restarting sessions for a
+			// minute (TestMissingTopicCreatedLate covers the wait).
+			cfg.Sink.TopicWait = 0
 			e.createTopics(ctx, t, 3, nil, e.topic("order"), cfg.Relay.DeadLetterTopic)
 			run := relaytest.Start(t, cfg)
 			run.WaitReady(ctx, t)
@@ -128,6 +132,62 @@ func TestMissingTopic(t *testing.T) {
 			t.Logf("%d events dead-lettered and the slot past them %s after they were written", len(dead), took.Round(time.Millisecond))
 			result{Report: rep, DeadLetters: len(dead), Recovery: took, Reconnects: reconnects, Retries: retries}.
 				log(t, "missing topic, auto-create off: dead-letter")
+		})
+	}
+}
+
+// TestMissingTopicCreatedLate pins valid events halted on, or dead-
+// lettered, because their topic was still being created: on brokers with
+// auto-create off, the topic is created 8 s after events to it were
+// written, longer than sarama's metadata retries (~5 s), after which a
+// record to it was undeliverable at once. With the default TopicWait the
+// relay restarts the session until the topic exists, then delivers every
+// event once, in order; nothing halts or is dead-lettered.
+func TestMissingTopicCreatedLate(t *testing.T) {
+	c := edge.get(t)
+	for _, mode := range []relay.Undeliverable{relay.Halt, relay.DeadLetter} {
+		t.Run(string(mode), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			e := newEnv(t, c, "late-"+string(mode))
+			cfg := e.config()
+			cfg.Relay.OnUndeliverable = mode
+			e.createTopics(ctx, t, 3, nil, cfg.Relay.DeadLetterTopic)
+			run := relaytest.Start(t, cfg)
+			run.WaitReady(ctx, t)
+
+			var evs []relaytest.Event
+			for seq := range 12 {
+				evs = append(evs, relaytest.Event{AggregateType: "order", AggregateID: fmt.Sprintf("agg-%d", seq%3), EventType: "Updated", Seq: seq})
+			}
+			_, end := e.Insert(ctx, evs[:6])
+			_, end = e.Insert(ctx, evs[6:])
+			select {
+			case <-run.Done():
+				t.Fatalf("the relay stopped before the topic was created: %v", run.Err())
+			case <-time.After(8 * time.Second):
+			}
+			if got, err := e.confirmed(ctx); err != nil || got >= end {
+				t.Errorf("slot confirmed %s (%v), past the events (ending by %s), before their topic existed", got, err, end)
+			}
+			e.createTopics(ctx, t, 3, nil, e.topic("order"))
+			created := time.Now()
+			rep, _ := e.verify(ctx, t)
+			took := time.Since(created)
+			if rep.Written != len(evs) || rep.Delivered != len(evs) || rep.Duplicates != 0 {
+				t.Errorf("%d events written, %d delivered, %d duplicates: want each of %d once", rep.Written, rep.Delivered, rep.Duplicates, len(evs))
+			}
+			select {
+			case <-run.Done():
+				t.Fatalf("the relay stopped: %v", run.Err())
+			default:
+			}
+			if dead := e.read(ctx, t, cfg.Relay.DeadLetterTopic); len(dead) != 0 {
+				t.Errorf("dead letters %v, want none", deadIDs(dead))
+			}
+			reconnects, retries := metrics(run)
+			result{Report: rep, Recovery: took, Reconnects: reconnects, Retries: retries}.
+				log(t, "missing topic created 8 s late, auto-create off: "+string(mode))
 		})
 	}
 }

@@ -311,6 +311,10 @@ func newApache(t testing.TB, opts Options) (*Broker, error) {
 	if opts.Port != 0 {
 		return nil, errors.New("Options.Port needs kfake; Apache Kafka picks its own ports")
 	}
+	if opts.NoAutoCreate {
+		return nil, errors.New("Options.NoAutoCreate needs kfake: the shared Apache Kafka clusters auto-create topics " +
+			"(call RequireKfake; internal/kafkafault has a cluster with auto-create off)")
+	}
 	sc, err := sharedFor(t, opts.Partitions)
 	if err != nil {
 		return nil, err

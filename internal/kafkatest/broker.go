@@ -39,6 +39,12 @@ type Options struct {
 	Port int
 	// Topics are created at start (unless DataDir already holds state).
 	Topics []string
+	// NoAutoCreate makes the broker refuse records and metadata requests
+	// for a topic nobody created (UNKNOWN_TOPIC_OR_PARTITION), as brokers
+	// with auto.create.topics.enable=false do; create topics with
+	// CreateTopic. kfake only: New fails on Apache Kafka, so call
+	// RequireKfake first.
+	NoAutoCreate bool
 }
 
 // Broker is a single-node kfake cluster or, in tests run with
@@ -93,8 +99,10 @@ func (o *Options) setDefaults() {
 func (b *Broker) newCluster() (*kfake.Cluster, error) {
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
-		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(b.opts.Partitions),
+	}
+	if !b.opts.NoAutoCreate {
+		opts = append(opts, kfake.AllowAutoTopicCreation())
 	}
 	if len(b.opts.Topics) > 0 {
 		opts = append(opts, kfake.SeedTopics(int32(b.opts.Partitions), b.opts.Topics...))

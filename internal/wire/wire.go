@@ -64,8 +64,11 @@ func Parts(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (func()
 	// A relay that halts at an undeliverable event must not let the
 	// events after it reach Kafka first.
 	cfg.Sink.StopAtUndeliverable = cfg.Relay.OnUndeliverable != relay.DeadLetter
+	// A missing topic ends the session; its wait (Config.TopicWait) runs
+	// from its first failure across the sessions.
+	missing := sink.NewMissingTopics()
 	newSink := func(ack relay.AckFunc) (relay.Sink, error) {
-		opts := []sink.Option{sink.WithLogger(logger), sink.WithMetrics(sinkMetrics)}
+		opts := []sink.Option{sink.WithLogger(logger), sink.WithMetrics(sinkMetrics), sink.WithMissingTopics(missing)}
 		if cfg.Panics != nil {
 			opts = append(opts, sink.WithPanics(cfg.Panics))
 		}
