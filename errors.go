@@ -25,3 +25,45 @@ func IsConfigError(err error) bool {
 	var ce *ConfigError
 	return errors.As(err, &ce)
 }
+
+// FieldError is a Config field a package refuses. Packages name their own
+// fields (they know nothing of flags); cmd/outbox-relay maps Pkg and Field
+// to the flag, environment variable or config key the user set.
+type FieldError struct {
+	Pkg     string // the package whose Config it is: "replication", "sink", "relay"
+	Field   string // the field's path in that Config, e.g. "SASL.User"
+	Problem string // what is wrong and what to use instead
+	// SetBy, when cmd fills it, says how the user sets the field (a flag,
+	// its environment variable, its config key); the message then names
+	// that instead of the Go field.
+	SetBy string
+}
+
+func (e *FieldError) Error() string {
+	if e.SetBy != "" {
+		return e.SetBy + ": " + e.Problem
+	}
+	return e.Pkg + ".Config." + e.Field + ": " + e.Problem
+}
+
+// FieldErrors returns every *FieldError in err's tree (errors.Join and
+// wrapping), in order.
+func FieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+		case *FieldError:
+			out = append(out, e)
+		case interface{ Unwrap() []error }:
+			for _, c := range e.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		}
+	}
+	walk(err)
+	return out
+}

@@ -100,20 +100,8 @@ type Relay struct {
 
 // New validates cfg; newSource and newSink make one session's parts.
 func New(cfg Config, newSource func() (Source, error), newSink func(AckFunc) (Sink, error), opts ...Option) (*Relay, error) {
-	if cfg.MaxInFlight < 1 || cfg.MaxInFlightBytes < 0 {
-		return nil, errors.New("relay: max in-flight must be at least 1, max in-flight bytes at least 0")
-	}
-	if cfg.BackoffMin <= 0 || cfg.BackoffMax < cfg.BackoffMin || cfg.StandbyPoll <= 0 || cfg.ShutdownTimeout <= 0 || cfg.StallTimeout <= 0 {
-		return nil, errors.New("relay: backoff, standby poll, shutdown and stall timeouts must be positive, with backoff max >= min")
-	}
-	switch cfg.OnUndeliverable {
-	case "", Halt:
-	case DeadLetter:
-		if err := replication.ValidTopic(cfg.DeadLetterTopic); err != nil {
-			return nil, fmt.Errorf("relay: dead-letter topic: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("relay: on-undeliverable %q: use %q or %q", cfg.OnUndeliverable, Halt, DeadLetter)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	r := &Relay{cfg: cfg, newSource: newSource, newSink: newSink, log: zerolog.Nop()}
 	for _, o := range opts {
@@ -125,6 +113,42 @@ func New(cfg Config, newSource func() (Source, error), newSink func(AckFunc) (Si
 	r.metrics.observe(r)
 	r.setState(PhaseStarting, "")
 	return r, nil
+}
+
+// Validate reports every field of cfg the relay refuses, as
+// *outboxrelay.FieldError values joined.
+func (cfg Config) Validate() error {
+	var errs []error
+	field := func(name, format string, args ...any) {
+		errs = append(errs, &outboxrelay.FieldError{Pkg: "relay", Field: name, Problem: fmt.Sprintf(format, args...)})
+	}
+	if cfg.MaxInFlight < 1 {
+		field("MaxInFlight", "%d: use at least 1", cfg.MaxInFlight)
+	}
+	if cfg.MaxInFlightBytes < 0 {
+		field("MaxInFlightBytes", "%d: use 0 (no byte cap) or more", cfg.MaxInFlightBytes)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"BackoffMin", cfg.BackoffMin}, {"StandbyPoll", cfg.StandbyPoll}, {"ShutdownTimeout", cfg.ShutdownTimeout}, {"StallTimeout", cfg.StallTimeout}} {
+		if d.v <= 0 {
+			field(d.name, "%s: must be positive", d.v)
+		}
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		field("BackoffMax", "%s: must be at least BackoffMin (%s)", cfg.BackoffMax, cfg.BackoffMin)
+	}
+	switch cfg.OnUndeliverable {
+	case "", Halt:
+	case DeadLetter:
+		if err := replication.ValidTopic(cfg.DeadLetterTopic); err != nil {
+			field("DeadLetterTopic", "%v", err)
+		}
+	default:
+		field("OnUndeliverable", "%q: use %q or %q", cfg.OnUndeliverable, Halt, DeadLetter)
+	}
+	return errors.Join(errs...)
 }
 
 // Run streams until ctx ends (returning nil after a graceful shutdown) or a

@@ -11,6 +11,8 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/rs/zerolog"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
 // TLS configures an encrypted connection to the brokers.
@@ -122,12 +124,24 @@ func retryBackoff(retries int, base, ceiling time.Duration) time.Duration {
 	return max(min(d, ceiling), 0)
 }
 
+// Validate reports every field of c the sink refuses, as
+// *outboxrelay.FieldError values joined.
+func (c Config) Validate() error {
+	_, err := c.saramaConfig()
+	return err
+}
+
+// field is a *outboxrelay.FieldError of this package's Config.
+func field(name, format string, args ...any) error {
+	return &outboxrelay.FieldError{Pkg: "sink", Field: name, Problem: fmt.Sprintf(format, args...)}
+}
+
 // saramaConfig builds the producer configuration and refuses anything
 // outside the safe set.
 func (c Config) saramaConfig() (*sarama.Config, error) {
 	var errs []error
 	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("at least one Kafka broker is required (--kafka-brokers)"))
+		errs = append(errs, field("Brokers", "at least one Kafka broker is required"))
 	}
 	sc := sarama.NewConfig()
 	sc.ClientID = c.ClientID
@@ -144,14 +158,14 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
 	sc.Producer.Retry.Max = c.RetryMax
 	if c.RetryMax < 0 || c.RetryMax > 100000 {
-		errs = append(errs, fmt.Errorf("retry max %d: use 0 to 100000", c.RetryMax))
+		errs = append(errs, field("RetryMax", "%d: use 0 to 100000", c.RetryMax))
 	}
 	sc.Producer.Retry.Backoff = c.RetryBackoff
 	if c.RetryBackoff <= 0 || c.RetryBackoffMax < c.RetryBackoff {
-		errs = append(errs, fmt.Errorf("retry backoff %s..%s: both must be positive, max >= min", c.RetryBackoff, c.RetryBackoffMax))
+		errs = append(errs, field("RetryBackoff", "%s..%s (RetryBackoffMax): both must be positive, max >= min", c.RetryBackoff, c.RetryBackoffMax))
 	}
 	if c.TopicWait < 0 {
-		errs = append(errs, fmt.Errorf("topic wait %s: use 0 (a missing topic is undeliverable at once) or a positive duration (--kafka-topic-wait)", c.TopicWait))
+		errs = append(errs, field("TopicWait", "%s: use 0 (a missing topic is undeliverable at once) or a positive duration", c.TopicWait))
 	}
 	sc.Producer.Timeout = c.Timeout
 	sc.Net.DialTimeout = c.Timeout
@@ -175,7 +189,7 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	case "zstd":
 		sc.Producer.Compression = sarama.CompressionZSTD
 	default:
-		errs = append(errs, fmt.Errorf("compression %q: use none, gzip, snappy, lz4 or zstd", c.Compression))
+		errs = append(errs, field("Compression", "%q: use none, gzip, snappy, lz4 or zstd", c.Compression))
 	}
 	if c.TLS.Enabled {
 		tc, err := c.TLS.config()
@@ -204,18 +218,18 @@ func (t TLS) config() (*tls.Config, error) {
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("read Kafka CA file: %w", err)
+			return nil, field("TLS.CAFile", "read the Kafka CA file: %v", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("the Kafka CA file %s holds no PEM certificate", t.CAFile)
+			return nil, field("TLS.CAFile", "%s holds no PEM certificate", t.CAFile)
 		}
 		tc.RootCAs = pool
 	}
 	if t.CertFile != "" || t.KeyFile != "" {
 		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("load Kafka client certificate: %w", err)
+			return nil, field("TLS.CertFile", "load the Kafka client certificate and key (TLS.KeyFile): %v", err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
@@ -237,10 +251,10 @@ func (s SASL) apply(sc *sarama.Config) error {
 		sc.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA512
 		sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return newSCRAM(sha512Hash) }
 	default:
-		return fmt.Errorf("SASL mechanism %q: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+		return field("SASL.Mechanism", "%q: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
 	}
 	if s.User == "" {
-		return errors.New("SASL needs a user (--kafka-sasl-user)")
+		return field("SASL.User", "SASL needs a user")
 	}
 	return nil
 }

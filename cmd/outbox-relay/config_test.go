@@ -297,3 +297,33 @@ func TestKafkaTopicWait(t *testing.T) {
 		t.Fatalf("a negative --kafka-topic-wait: %v, want an error naming the flag", err)
 	}
 }
+
+// The packages name their Config fields in validation errors; the command
+// must show the flags the user typed instead, every one of them at once.
+func TestConfigErrorsNameTheFlags(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cases := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--kafka-compression", "bogus", "--kafka-sasl-mechanism", "PLAIN", "--kafka-retry-max", "-1"},
+			[]string{"--kafka-compression (OUTBOX_RELAY_KAFKA_COMPRESSION): \"bogus\"", "--kafka-sasl-user", "--kafka-retry-max"}},
+		{[]string{"--kafka-tls", "--kafka-tls-ca", "/nonexistent/ca.pem"}, []string{"--kafka-tls-ca"}},
+		{[]string{"--max-in-flight", "0", "--on-undeliverable", "skip", "--backoff-max", "1ms"},
+			[]string{"--max-in-flight (OUTBOX_RELAY_MAX_IN_FLIGHT): 0", "--on-undeliverable", "--backoff-max"}},
+		{[]string{"--on-undeliverable", "dead-letter", "--dead-letter-topic", "bad topic"}, []string{"--dead-letter-topic"}},
+	}
+	for _, c := range cases {
+		args := append([]string{"run", "--pg-url", "postgres://postgres@127.0.0.1:1/none", "--kafka-brokers", "127.0.0.1:1", "--metrics-addr", ""}, c.args...)
+		err := run(ctx, args, func(string) string { return "" }, io.Discard, io.Discard)
+		for _, w := range c.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%v: %v, want it to name %s", c.args, err, w)
+			}
+		}
+		if err != nil && strings.Contains(err.Error(), ".Config.") {
+			t.Errorf("%v: %v names a Go field, not a flag", c.args, err)
+		}
+	}
+}

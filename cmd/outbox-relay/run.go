@@ -48,9 +48,6 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	if err := o.finish(); err != nil {
 		return err
 	}
-	if len(o.kafka.Brokers) == 0 {
-		return errors.New("--kafka-brokers is required (or OUTBOX_RELAY_KAFKA_BROKERS)")
-	}
 	logger, err := newLogger(o, stderr)
 	if err != nil {
 		return err
@@ -73,7 +70,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	panics, _ := ctx.Value(panicsKey{}).(*sink.Panics)
 	r, err := wire.Relay(wire.Config{Replication: o.pg, Sink: o.kafka, Relay: o.relay, AcceptGap: o.acceptGap, Panics: panics}, logger, reg)
 	if err != nil {
-		return err
+		return nameFields(err, o, fs)
 	}
 
 	// Listen before starting anything, so a taken port fails cleanly.

@@ -51,8 +51,8 @@ func Parts(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (func()
 	if err := cfg.Replication.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("replication config: %w", err)
 	}
-	if _, err := sink.New(cfg.Sink, func(uint64, error) {}); err != nil {
-		return nil, nil, err
+	if err := cfg.Sink.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("kafka config: %w", err)
 	}
 	repMetrics := replication.NewMetrics(reg)
 	sinkMetrics := sink.NewMetrics(reg)
