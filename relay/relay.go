@@ -12,6 +12,7 @@ import (
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/route"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -108,7 +109,7 @@ func New(cfg Config, newSource func() (Source, error), newSink func(AckFunc) (Si
 	switch cfg.OnUndeliverable {
 	case "", Halt:
 	case DeadLetter:
-		if err := replication.ValidTopic(cfg.DeadLetterTopic); err != nil {
+		if err := route.ValidTopic(cfg.DeadLetterTopic); err != nil {
 			return nil, fmt.Errorf("relay: dead-letter topic: %w", err)
 		}
 	default:
