@@ -13,6 +13,7 @@ import (
 	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/internal/pgerr"
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/route"
 )
 
 // Check is one preflight finding. A failed check that is not a warning stops
@@ -231,16 +232,17 @@ func checkColumns(ctx context.Context, conn *pgx.Conn, cfg replication.Config, t
 	}); err != nil {
 		return fmt.Errorf("read outbox table columns: %w", err)
 	}
+	rt, columns := cfg.Route, cfg.Route.Columns
 	want := []struct{ flag, col string }{
-		{"--id-column", cfg.Columns.ID}, {"--aggregate-type-column", cfg.Columns.AggregateType},
-		{"--aggregate-id-column", cfg.Columns.AggregateID}, {"--event-type-column", cfg.Columns.EventType},
-		{"--payload-column", cfg.Columns.Payload}, {"--headers-column", cfg.Columns.Headers},
-		{"--key-column", cfg.Columns.Resolve(cfg.Routing.KeyColumn)},
+		{"--id-column", columns.ID}, {"--aggregate-type-column", columns.AggregateType},
+		{"--aggregate-id-column", columns.AggregateID}, {"--event-type-column", columns.EventType},
+		{"--payload-column", columns.Payload}, {"--headers-column", columns.Headers},
+		{"--key-column", columns.Resolve(rt.KeyColumn)},
 	}
-	if cfg.Routing.PartitionBy != replication.PartitionByKey {
-		want = append(want, struct{ flag, col string }{"--partition-by", cfg.Columns.Resolve(cfg.Routing.PartitionBy)})
+	if rt.PartitionBy != route.PartitionByKey {
+		want = append(want, struct{ flag, col string }{"--partition-by", columns.Resolve(rt.PartitionBy)})
 	}
-	if names, err := replication.TemplateColumns(cfg.Routing.Topic, cfg.Columns); err == nil {
+	if names, err := route.TemplateColumns(rt.Topic, columns); err == nil {
 		for _, c := range names {
 			want = append(want, struct{ flag, col string }{"--topic", c})
 		}
@@ -257,7 +259,7 @@ func checkColumns(ctx context.Context, conn *pgx.Conn, cfg replication.Config, t
 			Fix: fmt.Sprintf("add the column or set %s to an existing column", w.flag),
 		}, fmt.Sprintf("column %q (%s) is %s", w.col, w.flag, typ.display),
 			fmt.Sprintf("table %s has no column %q (%s)", tn, w.col, w.flag)))
-		if ok && w.col == cfg.Columns.Payload {
+		if ok && w.col == columns.Payload {
 			switch typ.base {
 			case oidJSONB, oidJSON, oidText, oidBytea, oidVarchar:
 			default:
@@ -265,7 +267,7 @@ func checkColumns(ctx context.Context, conn *pgx.Conn, cfg replication.Config, t
 					Fix: "use jsonb, json, text, varchar or bytea for the payload"})
 			}
 		}
-		if ok && w.col == cfg.Columns.Headers && typ.base != oidJSONB && typ.base != oidJSON {
+		if ok && w.col == columns.Headers && typ.base != oidJSONB && typ.base != oidJSON {
 			add(Check{Name: "headers type", Detail: fmt.Sprintf("headers column %q has type %s", w.col, typ.display),
 				Fix: "use jsonb for the headers column, or --headers-column='' to disable it"})
 		}

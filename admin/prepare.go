@@ -124,7 +124,7 @@ func (p *Sessions) partitionLookup(ctx context.Context, conn *pgx.Conn, in Inspe
 		if err != nil {
 			return false, fmt.Errorf("look up whether %s is a partition of %s: %w", rel, tn, err)
 		}
-		if !partition && !in.PublishViaRoot && hasColumns(columns, p.cfg.Columns.Required()) {
+		if !partition && !in.PublishViaRoot && hasColumns(columns, p.cfg.Route.Columns.Required()) {
 			// Today's catalog cannot tell a partition detached since its
 			// rows were written from another table of the same shape, and
 			// skipping it would lose those rows.

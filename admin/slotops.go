@@ -106,7 +106,7 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg replication.Config, upto *out
 		var shaped replication.OutboxMatcher
 		if ob.relkind == "p" {
 			shaped = func(_ uint32, _, _ string, columns []string) (bool, error) {
-				return hasColumns(columns, cfg.Columns.Required()), nil
+				return hasColumns(columns, cfg.Route.Columns.Required()), nil
 			}
 		}
 		dec.MatchOutbox(replication.NewOutboxMatcher(tn, ob.relations, shaped))

@@ -349,7 +349,7 @@ func TestStartupErrorsNameTheFix(t *testing.T) {
 			mustExec(ctx, t, env, "DROP TABLE outbox")
 		}, []string{`"public"."outbox" does not exist`, "testdata/outbox.sql"}},
 		{"missing configured column", func(_ *testing.T, _ *relaytest.Env, cfg *relaytest.Config) {
-			cfg.Replication.Columns.Payload = "body"
+			cfg.Replication.Route.Columns.Payload = "body"
 		}, []string{`no column "body"`, "--payload-column"}},
 		{"slot with another plugin", func(t *testing.T, env *relaytest.Env, cfg *relaytest.Config) {
 			mustExec(ctx, t, env, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'test_decoding')", cfg.Replication.Slot))

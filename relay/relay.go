@@ -12,6 +12,7 @@ import (
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/route"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -142,7 +143,7 @@ func (cfg Config) Validate() error {
 	switch cfg.OnUndeliverable {
 	case "", Halt:
 	case DeadLetter:
-		if err := replication.ValidTopic(cfg.DeadLetterTopic); err != nil {
+		if err := route.ValidTopic(cfg.DeadLetterTopic); err != nil {
 			field("DeadLetterTopic", "%v", err)
 		}
 	default:

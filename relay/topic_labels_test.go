@@ -19,7 +19,7 @@ func TestTopicLabelsAreBounded(t *testing.T) {
 	defer cancel()
 	env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 1})
 	cfg := env.Config()
-	cfg.Replication.Routing.Topic = "outbox.{aggregate_id}"
+	cfg.Replication.Route.Topic = "outbox.{aggregate_id}"
 	run := relaytest.Start(t, cfg)
 	run.WaitReady(ctx, t)
 

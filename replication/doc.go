@@ -1,6 +1,7 @@
 // Package replication owns the replication connection and nothing else:
 // the logical replication stream, pgoutput decoding, and standby status
-// updates.
+// updates. The row-to-record mapping is package route's; the decoder
+// hands it each outbox row.
 //
 // One goroutine, Stream.Run, owns the connection. It first asks its
 // Preparer (admin.Sessions in the product) for a Plan: the checks and
@@ -14,8 +15,9 @@
 // it. Confirm only raises that one high-water mark; the relay calls it
 // with the checkpoint tracker's safe position and nothing else.
 //
-// The decoder speaks pgoutput protocol version 1. It maps columns by name
-// from each Relation message, so adding a column to the outbox table while
-// the relay runs is harmless, and it skips (and counts) updates, deletes,
-// truncates and logical decoding messages such as the relay's heartbeats.
+// The decoder speaks pgoutput protocol version 1. It binds the route
+// mapping to each Relation message's columns by name, so adding a column
+// to the outbox table while the relay runs is harmless, and it skips (and
+// counts) updates, deletes, truncates and logical decoding messages such
+// as the relay's heartbeats.
 package replication

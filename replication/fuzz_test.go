@@ -3,14 +3,13 @@ package replication
 import (
 	"encoding/binary"
 	"errors"
-	"slices"
-	"strings"
 	"testing"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/route"
 )
 
-// The fuzz seeds are testdata/fuzz/<FuzzName>/: frames captured from a
+// The fuzz seeds are testdata/fuzz/FuzzDecode/: frames captured from a
 // Postgres 15 pgoutput stream (an outbox insert, a rename, NULLs, a bytea
 // payload, updates and deletes, a logical message), plus the hand-built
 // frames added below. Run a fuzzer with e.g.
@@ -45,6 +44,12 @@ func splitFrames(in []byte) [][]byte {
 		in = in[n:]
 	}
 	return out
+}
+
+// column is a relation column as relationMsg encodes it.
+type column struct {
+	name string
+	oid  uint32
 }
 
 func cstr(b []byte, s string) []byte { return append(append(b, s...), 0) }
@@ -133,14 +138,14 @@ func FuzzDecode(f *testing.F) {
 			if !ok || msg.Kind != KindEvent {
 				return
 			}
-			var ue *UnmappableError
+			var ue *route.UnmappableError
 			if msg.Err != nil {
 				if !errors.As(msg.Err, &ue) {
-					t.Fatalf("Decode(%q): event error %T %v, want *UnmappableError", data, msg.Err, msg.Err)
+					t.Fatalf("Decode(%q): event error %T %v, want *route.UnmappableError", data, msg.Err, msg.Err)
 				}
 				return
 			}
-			if err := ValidTopic(msg.Event.Topic); err != nil {
+			if err := route.ValidTopic(msg.Event.Topic); err != nil {
 				t.Fatalf("Decode(%q) routed to a topic Kafka refuses: %v", data, err)
 			}
 			if msg.Event.LSN != lsn {
@@ -153,112 +158,5 @@ func FuzzDecode(f *testing.F) {
 			check(outboxrelay.LSN(0x2000+i), m)
 		}
 		check(0x9000, in)
-	})
-}
-
-// renderWith is the reference rendering: every {placeholder} replaced by
-// value. It scans the template itself rather than trusting parseTemplate.
-func renderWith(tmpl, value string) string {
-	var b strings.Builder
-	for {
-		open := strings.IndexByte(tmpl, '{')
-		if open < 0 {
-			return b.String() + tmpl
-		}
-		end := strings.IndexByte(tmpl[open:], '}')
-		b.WriteString(tmpl[:open])
-		b.WriteString(value)
-		tmpl = tmpl[open+end+1:]
-	}
-}
-
-func FuzzTopicTemplate(f *testing.F) {
-	for _, s := range [][2]string{
-		{"outbox.event.{aggregate_type}", "order"},
-		{"{aggregate_type}.{event_type}", "Order-Created_v1"},
-		{"fixed-topic", ""},
-		{"events.{tenant}", "acme"},
-		{"bad.{aggregate_type}", "has space"},
-		{"{aggregate_type}", ".."},
-		{"x{", "v"},
-		{"{}", "v"},
-		{"{a b}", "v"},
-		{"{{x}", "v"},
-		{"}{id}{", "v"},
-		{strings.Repeat("a", 240) + "{id}", strings.Repeat("b", 20)},
-	} {
-		f.Add(s[0], s[1])
-	}
-	f.Fuzz(func(t *testing.T, tmpl, value string) {
-		segs, err := parseTemplate(tmpl)
-		if err != nil {
-			if !strings.Contains(err.Error(), "template") {
-				t.Fatalf("parseTemplate(%q) error %q does not say it is about the template", tmpl, err)
-			}
-			return
-		}
-		cols := DefaultColumns()
-		names, err := TemplateColumns(tmpl, cols)
-		if err != nil {
-			t.Fatalf("TemplateColumns(%q) = %v after parseTemplate accepted it", tmpl, err)
-		}
-		var placeholders int
-		for _, s := range segs {
-			if s.name != "" {
-				placeholders++
-			}
-		}
-		if len(names) != placeholders {
-			t.Fatalf("TemplateColumns(%q) = %q, want %d names", tmpl, names, placeholders)
-		}
-
-		// Render through the decoder: a relation with the default columns
-		// plus each placeholder's column, every value set to value.
-		relCols := slices.Clone(outboxColumns)
-		for _, n := range names {
-			if strings.IndexByte(n, 0) >= 0 {
-				t.Skip("a column name cannot hold NUL")
-			}
-			if !slices.ContainsFunc(relCols, func(c column) bool { return c.name == n }) {
-				relCols = append(relCols, column{n, 25})
-			}
-		}
-		cfg := DefaultConfig()
-		cfg.ConnString = "postgres://fuzz"
-		cfg.Routing.Topic = tmpl
-		d, err := NewDecoder(cfg, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := d.Decode(1, relationMsg(7, "public", "outbox", relCols)); err != nil {
-			t.Fatalf("relation: %v", err)
-		}
-		vals := make([][]byte, len(relCols))
-		for i := range vals {
-			vals[i] = []byte(value)
-		}
-		msg, ok, err := d.Decode(2, insertMsg(7, vals))
-		if err != nil || !ok {
-			t.Fatalf("insert: ok=%v err=%v", ok, err)
-		}
-		want := renderWith(tmpl, value)
-		if msg.Err != nil {
-			var ue *UnmappableError
-			if !errors.As(msg.Err, &ue) {
-				t.Fatalf("template %q value %q: error %T %v, want *UnmappableError", tmpl, value, msg.Err, msg.Err)
-			}
-			if placeholders > 0 && ValidTopic(want) == nil {
-				t.Fatalf("template %q value %q: refused %q, a valid topic: %v", tmpl, value, want, msg.Err)
-			}
-			return
-		}
-		if msg.Event.Topic != want {
-			t.Fatalf("template %q value %q rendered %q, want %q", tmpl, value, msg.Event.Topic, want)
-		}
-		if placeholders > 0 {
-			if err := ValidTopic(msg.Event.Topic); err != nil {
-				t.Fatalf("template %q value %q rendered %q, which Kafka refuses: %v", tmpl, value, msg.Event.Topic, err)
-			}
-		}
 	})
 }

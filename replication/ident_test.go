@@ -59,36 +59,6 @@ func TestPublicationNamesArg(t *testing.T) {
 	}
 }
 
-// Regression: a headers column carrying "id" added a second id header,
-// which consumers that dedupe on the first one would trust.
-func TestDecodeHeadersCannotReplaceReservedHeaders(t *testing.T) {
-	d, _ := newTestDecoder(t, nil)
-	row := outboxRow("e1", "order", []byte(`{}`))
-	row[5] = []byte(`{"id": "forged", "event_type": "Forged", "aggregate_id": "x", "aggregate_type": "y", "traceparent": "tp"}`)
-	msgs := decodeAll(t, d, relationMsg(1, "public", "outbox", outboxColumns), beginMsg(1), insertMsg(1, row))
-	counts := map[string]int{}
-	for _, h := range msgs[0].Event.Headers {
-		counts[h.Key]++
-	}
-	for _, k := range []string{"id", "event_type", "aggregate_id", "aggregate_type", "traceparent"} {
-		if counts[k] != 1 {
-			t.Errorf("%d %q headers in %+v, want 1", counts[k], k, msgs[0].Event.Headers)
-		}
-	}
-	if v, _ := header(msgs[0].Event, "id"); v != "e1" {
-		t.Errorf("id header = %q, want e1", v)
-	}
-}
-
-// Regression: the message quoted the first byte of a multi-byte rune
-// ('Ã' for 'ü').
-func TestValidTopicQuotesRunes(t *testing.T) {
-	err := ValidTopic("outbox.event.grüße")
-	if err == nil || !strings.Contains(err.Error(), "'ü'") {
-		t.Fatalf("ValidTopic = %v, want it to name 'ü'", err)
-	}
-}
-
 // A publication without publish_via_partition_root names a partitioned
 // outbox's rows by their partitions; the matcher the stream installs says
 // which relations are the outbox.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/route"
 )
 
 // This file reads the pgoutput protocol, version 1
@@ -111,25 +112,25 @@ const (
 	colBinary    = 'b'
 )
 
-type colValue struct {
-	kind byte
-	data []byte // aliases the message: copy before keeping
-}
-
 // readTuple fills vals (reused across calls) with the tuple's columns.
-func (r *reader) readTuple(vals []colValue) ([]colValue, error) {
+// Their Data aliases the message: the mapper copies what it keeps.
+func (r *reader) readTuple(vals []route.Value) ([]route.Value, error) {
 	n := int(r.u16())
 	vals = vals[:0]
 	for i := 0; i < n && r.err == nil; i++ {
-		v := colValue{kind: r.u8()}
-		switch v.kind {
-		case colNull, colUnchanged:
-		case colText, colBinary:
-			l := int32(r.u32())
-			v.data = r.bytes(int(l))
+		var v route.Value
+		switch kind := r.u8(); kind {
+		case colNull:
+			v.Kind = route.Null
+		case colUnchanged:
+			v.Kind = route.Unchanged
+		case colText:
+			v.Kind, v.Data = route.Text, r.bytes(int(int32(r.u32())))
+		case colBinary:
+			v.Kind, v.Data = route.Binary, r.bytes(int(int32(r.u32())))
 		default:
 			if r.err == nil {
-				return vals, fmt.Errorf("unknown tuple column kind %q", v.kind)
+				return vals, fmt.Errorf("unknown tuple column kind %q", kind)
 			}
 		}
 		vals = append(vals, v)

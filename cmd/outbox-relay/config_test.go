@@ -63,18 +63,18 @@ status-interval: 250ms
 	for _, c := range []struct{ name, got, want string }{
 		{"slot", o.pg.Slot, "0123"},
 		{"kafka-sasl-password", o.kafka.SASL.Password, "0x1F"},
-		{"topic", o.pg.Routing.Topic, "1_000"},
+		{"topic", o.pg.Route.Topic, "1_000"},
 		{"kafka-client-id", o.kafka.ClientID, "1.10"},
 		{"publication", o.pg.Publication, "2024-01-02"},
 		{"dead-letter-topic", o.relay.DeadLetterTopic, "2001-12-14t21:59:43.10-05:00"},
 		{"kafka-sasl-user", o.kafka.SASL.User, "1e3"},
-		{"key-column", o.pg.Routing.KeyColumn, "0o17"},
-		{"id-column", o.pg.Columns.ID, "+12"},
-		{"payload-column", o.pg.Columns.Payload, ".inf"},
-		{"aggregate-type-column", o.pg.Columns.AggregateType, "0777"},
-		{"aggregate-id-column", o.pg.Columns.AggregateID, "yes"},
-		{"event-type-column", o.pg.Columns.EventType, "null"},
-		{"headers-column", o.pg.Columns.Headers, ""},
+		{"key-column", o.pg.Route.KeyColumn, "0o17"},
+		{"id-column", o.pg.Route.Columns.ID, "+12"},
+		{"payload-column", o.pg.Route.Columns.Payload, ".inf"},
+		{"aggregate-type-column", o.pg.Route.Columns.AggregateType, "0777"},
+		{"aggregate-id-column", o.pg.Route.Columns.AggregateID, "yes"},
+		{"event-type-column", o.pg.Route.Columns.EventType, "null"},
+		{"headers-column", o.pg.Route.Columns.Headers, ""},
 		{"kafka-tls-ca", o.kafka.TLS.CAFile, "0123"},
 		{"kafka-tls-cert", o.kafka.TLS.CertFile, "0x10"},
 		{"kafka-brokers", o.kafkaBroker, "kafka1:9092,010:9092"},
@@ -92,8 +92,8 @@ status-interval: 250ms
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.pg.Slot != "from_env" || o.pg.Routing.Topic != "cli" || o.kafka.SASL.Password != "0x1F" {
-		t.Errorf("precedence: slot %q topic %q password %q, want from_env, cli, 0x1F", o.pg.Slot, o.pg.Routing.Topic, o.kafka.SASL.Password)
+	if o.pg.Slot != "from_env" || o.pg.Route.Topic != "cli" || o.kafka.SASL.Password != "0x1F" {
+		t.Errorf("precedence: slot %q topic %q password %q, want from_env, cli, 0x1F", o.pg.Slot, o.pg.Route.Topic, o.kafka.SASL.Password)
 	}
 }
 

@@ -57,7 +57,7 @@ func (e *env) loadTopics() []string {
 // listeners as brokers, this env's topics, and a short stall timeout.
 func (e *env) config() relaytest.Config {
 	cfg := e.ConfigFor(e.kafka.Addrs())
-	cfg.Replication.Routing.Topic = e.prefix + ".{aggregate_type}"
+	cfg.Replication.Route.Topic = e.prefix + ".{aggregate_type}"
 	cfg.Relay.DeadLetterTopic = e.prefix + ".dead-letter"
 	cfg.Relay.StallTimeout = 3 * time.Second
 	return cfg

@@ -17,6 +17,7 @@ import (
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/route"
 )
 
 // The schema matrix pins issue 8's field reports: a partitioned outbox whose
@@ -173,8 +174,8 @@ func runCase(tt *testing.T, sh shape, md mode, sum *summary) {
 	if sh.slotPrefix != "" {
 		cfg.Replication.Slot = sh.slotPrefix + strings.TrimPrefix(env.Slot, "slot_")
 	}
-	cfg.Replication.Columns = replication.DefaultColumns()
-	cfg.Replication.Routing = replication.Routing{Topic: "outbox.event.{aggregate_type}", KeyColumn: "id", PartitionBy: "aggregate_id"}
+	cfg.Replication.Route = route.Config{Columns: route.DefaultColumns(),
+		Topic: "outbox.event.{aggregate_type}", KeyColumn: "id", PartitionBy: "aggregate_id"}
 	cfg.Replication.Create = !md.dbaSlot
 	if sh.configure != nil {
 		sh.configure(&cfg)

@@ -1,11 +1,11 @@
-package replication
+package route
 
 import (
 	"fmt"
 	"strings"
 )
 
-// segment is a literal or, when column is set, a placeholder.
+// segment is a literal or, when name is set, a placeholder.
 type segment struct {
 	literal string
 	name    string // as written in the template

@@ -1,0 +1,175 @@
+package route
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+)
+
+// Event builds the record for one row. vals holds one Value per column of
+// the relation Bind was given, in its order. Every slice is copied: vals
+// alias a buffer reused for the next message. The copies share one
+// allocation sized up front; each is capped, so appending to one never
+// writes into the next.
+//
+// A row that cannot become a record returns an *UnmappableError together
+// with what is known of the event (its position, and its ID when not NULL).
+func (b *Binding) Event(vals []Value, meta Meta) (outboxrelay.Event, error) {
+	ev := outboxrelay.Event{LSN: meta.LSN, CommitLSN: meta.CommitLSN, CommitTime: meta.CommitTime}
+	idv := vals[b.id]
+	if idv.Kind != Text {
+		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row at LSN %s has a NULL id (column %q)", meta.LSN, b.m.cfg.Columns.ID)}
+	}
+	ev.ID = string(idv.Data)
+	a := arena(make([]byte, 0, b.size(vals)))
+	id := a.keep(idv.Data)
+
+	switch pv := vals[b.payload]; {
+	case pv.Kind != Text:
+		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s has a NULL payload (column %q)", ev.ID, b.m.cfg.Columns.Payload)}
+	case b.bytea:
+		v, err := decodeBytea(pv.Data)
+		if err != nil {
+			return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s: payload: %v", ev.ID, err)}
+		}
+		ev.Value = v
+	default:
+		ev.Value = a.keep(pv.Data)
+	}
+
+	topic, err := b.m.topic(b.topic, vals)
+	if err != nil {
+		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s: %v", ev.ID, err)}
+	}
+	ev.Topic = topic
+
+	if b.key == b.id {
+		ev.Key = id
+	} else if kv := vals[b.key]; kv.Kind == Text {
+		ev.Key = a.keep(kv.Data)
+	}
+	ev.PartitionKey = ev.Key
+	if b.partition != b.key {
+		if pv := vals[b.partition]; pv.Kind == Text {
+			ev.PartitionKey = a.keep(pv.Data)
+		}
+	}
+
+	ev.Headers = make([]outboxrelay.Header, 0, 4)
+	ev.Headers = append(ev.Headers, outboxrelay.Header{Key: "id", Value: id})
+	for _, h := range b.headerCols {
+		if v := vals[h.col]; v.Kind == Text {
+			ev.Headers = append(ev.Headers, outboxrelay.Header{Key: h.key, Value: a.keep(v.Data)})
+		}
+	}
+	if b.headers >= 0 {
+		if hv := vals[b.headers]; hv.Kind == Text {
+			ev.Headers = appendJSONHeaders(ev.Headers, hv.Data)
+		}
+	}
+	return ev, nil
+}
+
+// size is the arena Event needs for vals: every kept copy, the id once.
+func (b *Binding) size(vals []Value) int {
+	size := len(vals[b.id].Data)
+	if !b.bytea {
+		size += len(vals[b.payload].Data)
+	}
+	if b.key != b.id {
+		size += len(vals[b.key].Data)
+	}
+	if b.partition != b.key {
+		size += len(vals[b.partition].Data)
+	}
+	for _, h := range b.headerCols {
+		size += len(vals[h.col].Data)
+	}
+	return size
+}
+
+// arena hands out capped copies from one buffer allocated with enough
+// capacity for all of them.
+type arena []byte
+
+func (a *arena) keep(b []byte) []byte {
+	start := len(*a)
+	*a = append(*a, b...)
+	return (*a)[start:len(*a):len(*a)]
+}
+
+// topic renders a bound template for vals. A topic is validated once, when
+// first rendered, and then served from the cache without allocating.
+func (m *Mapper) topic(segs []segmentIndex, vals []Value) (string, error) {
+	if len(segs) == 1 && segs[0].col < 0 {
+		return segs[0].literal, nil
+	}
+	buf := m.topicBuf[:0]
+	for _, s := range segs {
+		if s.col < 0 {
+			buf = append(buf, s.literal...)
+			continue
+		}
+		v := vals[s.col]
+		if v.Kind != Text {
+			return "", fmt.Errorf("topic template placeholder {%s} is NULL", s.name)
+		}
+		buf = append(buf, v.Data...)
+	}
+	m.topicBuf = buf
+	if topic, ok := m.topics[string(buf)]; ok {
+		return topic, nil
+	}
+	topic := string(buf)
+	if err := ValidTopic(topic); err != nil {
+		return "", err
+	}
+	if len(m.topics) >= maxCachedTopics {
+		clear(m.topics)
+	}
+	m.topics[topic] = topic
+	return topic, nil
+}
+
+// reservedHeaders are set by the relay from the row's columns. A headers
+// column may not add a second copy: consumers dedupe on the first `id` they
+// find, and a row must not be able to pose as another event.
+var reservedHeaders = map[string]bool{"id": true, "event_type": true, "aggregate_type": true, "aggregate_id": true}
+
+// appendJSONHeaders adds the string entries of a JSON object, except the
+// reserved ones. Other values are left out: a header is bytes, and guessing
+// an encoding for numbers or objects would surprise a consumer more than
+// their absence.
+func appendJSONHeaders(hs []outboxrelay.Header, raw []byte) []outboxrelay.Header {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil {
+		return hs
+	}
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		if reservedHeaders[k] {
+			continue
+		}
+		v := obj[k]
+		var s string
+		if len(v) > 0 && v[0] == '"' && json.Unmarshal(v, &s) == nil {
+			hs = append(hs, outboxrelay.Header{Key: k, Value: []byte(s)})
+		}
+	}
+	return hs
+}
+
+// decodeBytea reads bytea's text output (hex format, the default since 9.0).
+func decodeBytea(text []byte) ([]byte, error) {
+	if len(text) < 2 || text[0] != '\\' || text[1] != 'x' {
+		return nil, fmt.Errorf("bytea is not in hex format; set bytea_output = 'hex'")
+	}
+	out := make([]byte, hex.DecodedLen(len(text)-2))
+	if _, err := hex.Decode(out, text[2:]); err != nil {
+		return nil, fmt.Errorf("bytea: %w", err)
+	}
+	return out, nil
+}
