@@ -7,10 +7,12 @@ import (
 
 	"github.com/rs/zerolog"
 
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/route"
 )
 
-// Config configures a Stream. Zero fields take the defaults of DefaultConfig.
+// Config configures a Stream. Start from DefaultConfig: Validate refuses
+// empty names and a zero status interval rather than guessing them.
 type Config struct {
 	// ConnString is an ordinary libpq URL or DSN; the stream adds
 	// replication=database for its replication connection itself.
@@ -42,33 +44,36 @@ func DefaultConfig() Config {
 	}
 }
 
+// Validate reports every field of c the stream refuses, as
+// *outboxrelay.FieldError values joined (the route's with Pkg "route").
 func (c Config) Validate() error {
 	var errs []error
-	if c.ConnString == "" {
-		errs = append(errs, errors.New("a Postgres URL is required (--pg-url)"))
+	field := func(name, format string, args ...any) {
+		errs = append(errs, &outboxrelay.FieldError{Pkg: "replication", Field: name, Problem: fmt.Sprintf(format, args...)})
 	}
-	for name, v := range map[string]string{"table": c.Table, "publication": c.Publication, "slot": c.Slot} {
-		if v == "" {
-			errs = append(errs, fmt.Errorf("the %s must not be empty", name))
+	if c.ConnString == "" {
+		field("ConnString", "a Postgres URL is required")
+	}
+	for _, f := range []struct{ name, value string }{{"Table", c.Table}, {"Publication", c.Publication}, {"Slot", c.Slot}} {
+		if f.value == "" {
+			field(f.name, "must not be empty")
 		}
 	}
 	if c.StatusInterval <= 0 {
-		errs = append(errs, errors.New("the status interval must be positive"))
+		field("StatusInterval", "%s: must be positive", c.StatusInterval)
 	}
 	if c.Table != "" {
 		if _, err := ParseTable(c.Table); err != nil {
-			errs = append(errs, err)
+			field("Table", "%v", err)
 		}
 	}
 	if err := c.Route.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	for _, name := range []string{c.Slot} {
-		for _, r := range name {
-			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
-				errs = append(errs, fmt.Errorf("slot name %q may only contain lower-case letters, digits and underscores", name))
-				break
-			}
+	for _, r := range c.Slot {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			field("Slot", "%q may only contain lower-case letters, digits and underscores", c.Slot)
+			break
 		}
 	}
 	return errors.Join(errs...)

@@ -2,7 +2,8 @@ package route
 
 import (
 	"errors"
-	"fmt"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
 // Columns names the outbox table's columns. Users with an existing table
@@ -86,18 +87,18 @@ func DefaultConfig() Config {
 // Validate reports every field New would refuse, joined.
 func (c Config) Validate() error {
 	var errs []error
-	for _, f := range []struct{ name, value string }{
-		{"id column", c.Columns.ID}, {"aggregate type column", c.Columns.AggregateType},
-		{"aggregate id column", c.Columns.AggregateID}, {"event type column", c.Columns.EventType},
-		{"payload column", c.Columns.Payload}, {"topic template", c.Topic},
-		{"key column", c.KeyColumn}, {"partition-by column", c.PartitionBy},
+	for _, f := range []struct{ field, value string }{
+		{"Columns.ID", c.Columns.ID}, {"Columns.AggregateType", c.Columns.AggregateType},
+		{"Columns.AggregateID", c.Columns.AggregateID}, {"Columns.EventType", c.Columns.EventType},
+		{"Columns.Payload", c.Columns.Payload}, {"Topic", c.Topic},
+		{"KeyColumn", c.KeyColumn}, {"PartitionBy", c.PartitionBy},
 	} {
 		if f.value == "" {
-			errs = append(errs, fmt.Errorf("the %s must not be empty", f.name))
+			errs = append(errs, &outboxrelay.FieldError{Pkg: "route", Field: f.field, Problem: "must not be empty"})
 		}
 	}
 	if _, err := parseTemplate(c.Topic); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, &outboxrelay.FieldError{Pkg: "route", Field: "Topic", Problem: err.Error()})
 	}
 	return errors.Join(errs...)
 }

@@ -275,9 +275,9 @@ func TestNewValidates(t *testing.T) {
 		{"defaults", func(*Config) {}, nil},
 		{"no headers column", func(c *Config) { c.Columns.Headers = "" }, nil},
 		{"empty names", func(c *Config) { c.Columns.ID, c.KeyColumn, c.PartitionBy = "", "", "" },
-			[]string{"the id column must not be empty", "the key column must not be empty", "the partition-by column must not be empty"}},
+			[]string{"route.Config.Columns.ID: must not be empty", "route.Config.KeyColumn: must not be empty", "route.Config.PartitionBy: must not be empty"}},
 		{"empty template", func(c *Config) { c.Topic = "" },
-			[]string{"the topic template must not be empty", "topic template is empty"}},
+			[]string{"route.Config.Topic: must not be empty", "topic template is empty"}},
 		{"bad template", func(c *Config) { c.Topic = "x.{aggregate_type" }, []string{`topic template "x.{aggregate_type": unclosed '{'`}},
 	}
 	for _, tc := range cases {

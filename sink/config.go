@@ -30,7 +30,8 @@ type SASL struct {
 	Password  string
 }
 
-// Config configures the producer. Zero fields take DefaultConfig's values.
+// Config configures the producer. Start from DefaultConfig: Validate
+// refuses what the producer cannot run with rather than guessing it.
 type Config struct {
 	Brokers  []string
 	ClientID string

@@ -32,6 +32,8 @@ type options struct {
 
 	output    string // table or json, for the operator commands
 	acceptGap bool
+
+	flags *flag.FlagSet // the parsed flags, to name them in config errors
 }
 
 func newOptions() *options {
@@ -127,6 +129,7 @@ var listFlags = map[string]bool{"kafka-brokers": true}
 // command line. Unknown file keys are errors: a typo must not pass silently.
 // So are consent flags anywhere but on the command line.
 func parse(fs *flag.FlagSet, o *options, args []string, getenv func(string) string, stderr io.Writer) error {
+	o.flags = fs
 	fs.SetOutput(stderr)
 	fs.Usage = func() { printFlags(fs, stderr) }
 	if err := fs.Parse(args); err != nil {
@@ -403,9 +406,6 @@ func printFlags(fs *flag.FlagSet, w io.Writer) {
 // finish fills derived fields and checks what flags alone can check.
 func (o *options) finish() error {
 	var errs []error
-	if o.pg.ConnString == "" {
-		errs = append(errs, errors.New("--pg-url is required (or OUTBOX_RELAY_PG_URL)"))
-	}
 	for _, b := range strings.Split(o.kafkaBroker, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			o.kafka.Brokers = append(o.kafka.Brokers, b)

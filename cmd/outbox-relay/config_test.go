@@ -313,6 +313,8 @@ func TestConfigErrorsNameTheFlags(t *testing.T) {
 		{[]string{"--max-in-flight", "0", "--on-undeliverable", "skip", "--backoff-max", "1ms"},
 			[]string{"--max-in-flight (OUTBOX_RELAY_MAX_IN_FLIGHT): 0", "--on-undeliverable", "--backoff-max"}},
 		{[]string{"--on-undeliverable", "dead-letter", "--dead-letter-topic", "bad topic"}, []string{"--dead-letter-topic"}},
+		{[]string{"--topic", "x.{aggregate_type", "--id-column", "", "--slot", "Bad-Slot", "--status-interval", "0s"},
+			[]string{"--topic (OUTBOX_RELAY_TOPIC): topic template", "--id-column", "--slot", "--status-interval"}},
 	}
 	for _, c := range cases {
 		args := append([]string{"run", "--pg-url", "postgres://postgres@127.0.0.1:1/none", "--kafka-brokers", "127.0.0.1:1", "--metrics-addr", ""}, c.args...)

@@ -12,21 +12,21 @@ import (
 // the flags the user sets them with. The packages know only their Config
 // fields; which flag fills a field is read from fs by address (each flag
 // holds a pointer to the field it sets), so the mapping cannot drift from
-// the flags. Wrapping formats messages when it wraps, so the errors are
+// the flags (o.flags). Wrapping formats messages when it wraps, so the errors are
 // joined anew; an err holding anything else comes back as it is.
-func nameFields(err error, o *options, fs *flag.FlagSet) error {
+func nameFields(err error, o *options) error {
 	fes := outboxrelay.FieldErrors(err)
 	if len(fes) == 0 || len(fes) != countLeaves(err) {
 		return err
 	}
 	byAddr := map[uintptr]string{}
-	fs.VisitAll(func(f *flag.Flag) {
+	o.flags.VisitAll(func(f *flag.Flag) {
 		if v := reflect.ValueOf(f.Value); v.Kind() == reflect.Pointer {
 			byAddr[v.Pointer()] = f.Name
 		}
 	})
 	flags := map[string]string{"sink.Brokers": "kafka-brokers"} // split from one comma-separated flag
-	for pkg, cfg := range map[string]any{"replication": &o.pg, "sink": &o.kafka, "relay": &o.relay} {
+	for pkg, cfg := range map[string]any{"replication": &o.pg, "route": &o.pg.Route, "sink": &o.kafka, "relay": &o.relay} {
 		leafFields(reflect.ValueOf(cfg).Elem(), pkg, func(path string, addr uintptr) {
 			if name, ok := byAddr[addr]; ok {
 				flags[path] = name

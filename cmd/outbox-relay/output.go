@@ -60,6 +60,9 @@ func opsConnect(ctx context.Context, o *options) (*pgx.Conn, error) {
 	if err := o.finish(); err != nil {
 		return nil, err
 	}
+	if err := o.pg.Validate(); err != nil {
+		return nil, nameFields(err, o)
+	}
 	conn, err := pgx.Connect(ctx, o.pg.ConnString)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)

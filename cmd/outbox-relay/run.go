@@ -70,7 +70,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	panics, _ := ctx.Value(panicsKey{}).(*sink.Panics)
 	r, err := wire.Relay(wire.Config{Replication: o.pg, Sink: o.kafka, Relay: o.relay, AcceptGap: o.acceptGap, Panics: panics}, logger, reg)
 	if err != nil {
-		return nameFields(err, o, fs)
+		return nameFields(err, o)
 	}
 
 	// Listen before starting anything, so a taken port fails cleanly.
