@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/route"
 )
@@ -109,13 +111,13 @@ func (d *Decoder) Decode(walStart outboxrelay.LSN, data []byte) (msg Message, ok
 		return Message{}, false, fmt.Errorf("empty pgoutput message at %s", walStart)
 	}
 	r := reader{buf: data[1:]}
-	switch data[0] {
-	case 'B':
+	switch pglogrepl.MessageType(data[0]) {
+	case pglogrepl.MessageTypeBegin:
 		d.commitLSN = r.lsn()
 		d.commitAt = r.time()
 		r.u32() // xid
 		d.inTxn = true
-	case 'C':
+	case pglogrepl.MessageTypeCommit:
 		r.u8()  // flags
 		r.lsn() // commit LSN
 		end := r.lsn()
@@ -124,21 +126,21 @@ func (d *Decoder) Decode(walStart outboxrelay.LSN, data []byte) (msg Message, ok
 			d.inTxn = false
 			msg, ok = Message{Kind: KindCommit, LSN: end}, true
 		}
-	case 'R':
+	case pglogrepl.MessageTypeRelation:
 		err = d.relation(&r)
-	case 'I':
+	case pglogrepl.MessageTypeInsert:
 		msg, ok, err = d.insert(walStart, &r)
-	case 'U':
+	case pglogrepl.MessageTypeUpdate:
 		d.onSkip(SkippedUpdate)
-	case 'D':
+	case pglogrepl.MessageTypeDelete:
 		d.onSkip(SkippedDelete)
-	case 'T':
+	case pglogrepl.MessageTypeTruncate:
 		d.onSkip(SkippedTruncate)
-	case 'M':
+	case pglogrepl.MessageTypeMessage:
 		// Heartbeats (pg_logical_emit_message with prefix outbox-relay) and
 		// other applications' messages: they move the WAL, never Kafka.
 		d.onSkip(SkippedMessage)
-	case 'O', 'Y':
+	case pglogrepl.MessageTypeOrigin, pglogrepl.MessageTypeType:
 		// Origin and Type carry nothing the relay routes on.
 	default:
 		return Message{}, false, fmt.Errorf("unknown pgoutput message type %q at %s", data[0], walStart)

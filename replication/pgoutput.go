@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/route"
 )
@@ -104,14 +106,6 @@ func (r *reader) time() time.Time {
 
 func (r *reader) lsn() outboxrelay.LSN { return outboxrelay.LSN(r.u64()) }
 
-// tuple column kinds.
-const (
-	colNull      = 'n'
-	colUnchanged = 'u'
-	colText      = 't'
-	colBinary    = 'b'
-)
-
 // readTuple fills vals (reused across calls) with the tuple's columns.
 // Their Data aliases the message: the mapper copies what it keeps.
 func (r *reader) readTuple(vals []route.Value) ([]route.Value, error) {
@@ -120,13 +114,13 @@ func (r *reader) readTuple(vals []route.Value) ([]route.Value, error) {
 	for i := 0; i < n && r.err == nil; i++ {
 		var v route.Value
 		switch kind := r.u8(); kind {
-		case colNull:
+		case pglogrepl.TupleDataTypeNull:
 			v.Kind = route.Null
-		case colUnchanged:
+		case pglogrepl.TupleDataTypeToast:
 			v.Kind = route.Unchanged
-		case colText:
+		case pglogrepl.TupleDataTypeText:
 			v.Kind, v.Data = route.Text, r.bytes(int(int32(r.u32())))
-		case colBinary:
+		case pglogrepl.TupleDataTypeBinary:
 			v.Kind, v.Data = route.Binary, r.bytes(int(int32(r.u32())))
 		default:
 			if r.err == nil {
