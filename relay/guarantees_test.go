@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 )
@@ -109,19 +110,15 @@ func TestNeverConfirmsAheadOfBroker(t *testing.T) {
 // waitCount polls until the topics hold at least n records.
 func waitCount(ctx context.Context, t *testing.T, env *relaytest.Env, topics []string, n int64, before string) {
 	t.Helper()
-	for {
-		got, err := kafkatest.Count(ctx, env.Kafka.Addrs(), topics)
-		if err != nil {
+	var got int64
+	if !eventually.True(ctx, 2*time.Millisecond, func() bool {
+		var err error
+		if got, err = kafkatest.Count(ctx, env.Kafka.Addrs(), topics); err != nil {
 			t.Fatal(err)
 		}
-		if got >= n {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d events reached Kafka before %s", got, before)
-		case <-time.After(2 * time.Millisecond):
-		}
+		return got >= n
+	}) {
+		t.Fatalf("only %d events reached Kafka before %s", got, before)
 	}
 }
 
@@ -215,20 +212,15 @@ func TestCrashRestartLosesNothing(t *testing.T) {
 
 func waitSlotActive(ctx context.Context, t *testing.T, env *relaytest.Env, slot string, want bool) {
 	t.Helper()
-	for {
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool {
 		var active bool
 		err := env.Pool.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&active)
 		if err != nil && err != pgx.ErrNoRows {
 			t.Fatal(err)
 		}
-		if active == want && err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("slot %s never became active=%v", slot, want)
-		case <-time.After(10 * time.Millisecond):
-		}
+		return active == want && err == nil
+	}) {
+		t.Fatalf("slot %s never became active=%v", slot, want)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/relay"
@@ -94,7 +95,7 @@ func TestSlotNeverPassesTheCheckpointRecord(t *testing.T) {
 	// it was confirmed before the record covered it.
 	topics := relaytest.Topics("order")
 	var readyAt time.Time
-	for readyAt.IsZero() || time.Since(readyAt) < 500*time.Millisecond {
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool {
 		slot := env.Confirmed(ctx, env.Slot)
 		if rec := mutRecord(ctx, t, env); slot > rec {
 			t.Fatalf("slot confirmed %s, past the checkpoint record %s: confirmed before the record was written", slot, rec)
@@ -107,11 +108,9 @@ func TestSlotNeverPassesTheCheckpointRecord(t *testing.T) {
 		if readyAt.IsZero() && run.Metric("outbox_relay_reconnects_total") >= 2 && mutCount(ctx, t, env, topics) >= 6 {
 			readyAt = time.Now() // record writes failed twice, with events acked to confirm
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the relay never failed to write the record with events acked (reconnects %v)", run.Metric("outbox_relay_reconnects_total"))
-		case <-time.After(10 * time.Millisecond):
-		}
+		return !readyAt.IsZero() && time.Since(readyAt) >= 500*time.Millisecond
+	}) {
+		t.Fatalf("the relay never failed to write the record with events acked (reconnects %v)", run.Metric("outbox_relay_reconnects_total"))
 	}
 
 	mustExec(ctx, t, env, "DROP TRIGGER refuse_checkpoint ON outbox_relay.checkpoint")
@@ -318,23 +317,21 @@ func TestKeepaliveInsideLargeTransactionIsNoBarrier(t *testing.T) {
 	end := env.CurrentLSN(ctx)
 	topics := relaytest.Topics("bulk")
 	statusBefore := run.Metric("outbox_relay_replication_status_updates_total")
-	for {
+	var n int64
+	if !eventually.True(ctx, 5*time.Millisecond, func() bool {
 		// The slot first: a count read after it that is short of the rows
 		// proves a row was unacked when the slot was read.
 		got := env.Confirmed(ctx, env.Slot)
-		n := mutCount(ctx, t, env, topics)
-		if n >= rows {
-			break
+		if n = mutCount(ctx, t, env, topics); n >= rows {
+			return true
 		}
 		if got >= lastRow {
 			t.Fatalf("slot confirmed %s, past the transaction's rows (the last ends at %s) with only %d of %d acked",
 				got, lastRow, n, rows)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d of %d rows reached Kafka", n, rows)
-		case <-time.After(5 * time.Millisecond):
-		}
+		return false
+	}) {
+		t.Fatalf("only %d of %d rows reached Kafka", n, rows)
 	}
 	env.WaitConfirmed(ctx, env.Slot, end)
 	if sent := run.Metric("outbox_relay_replication_status_updates_total") - statusBefore; sent < 5 {
@@ -364,12 +361,8 @@ func TestGracefulStopDrainsInFlightEvents(t *testing.T) {
 	for i := range txns {
 		_, lsns[i] = env.Insert(ctx, mutOrders(i, 1))
 	}
-	for run.Metric("outbox_relay_events_received_total") < txns {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the relay received %v of %d events", run.Metric("outbox_relay_events_received_total"), txns)
-		case <-time.After(2 * time.Millisecond):
-		}
+	if !eventually.True(ctx, 2*time.Millisecond, func() bool { return run.Metric("outbox_relay_events_received_total") >= txns }) {
+		t.Fatalf("the relay received %v of %d events", run.Metric("outbox_relay_events_received_total"), txns)
 	}
 	if acked := run.Metric("outbox_relay_events_acked_total"); acked >= txns {
 		t.Fatalf("all %v events acked before the stop: the broker was not slow enough to test the drain", acked)
@@ -410,7 +403,7 @@ func mutHoldBelow(ctx context.Context, t *testing.T, env *relaytest.Env, run *re
 	hold time.Duration, ready func() bool, why string) {
 	t.Helper()
 	var readyAt time.Time
-	for {
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool {
 		if got := env.Confirmed(ctx, env.Slot); got >= limit {
 			t.Fatalf("slot confirmed %s, at or past %s although %s", got, limit, why)
 		}
@@ -422,14 +415,9 @@ func mutHoldBelow(ctx context.Context, t *testing.T, env *relaytest.Env, run *re
 		if readyAt.IsZero() && ready() {
 			readyAt = time.Now()
 		}
-		if !readyAt.IsZero() && time.Since(readyAt) >= hold {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the fault was never in place with later events acked (%s)", why)
-		case <-time.After(10 * time.Millisecond):
-		}
+		return !readyAt.IsZero() && time.Since(readyAt) >= hold
+	}) {
+		t.Fatalf("the fault was never in place with later events acked (%s)", why)
 	}
 }
 
@@ -463,12 +451,8 @@ func mutRecord(ctx context.Context, t *testing.T, env *relaytest.Env) outboxrela
 
 func mutWaitRecord(ctx context.Context, t *testing.T, env *relaytest.Env, want outboxrelay.LSN) {
 	t.Helper()
-	for mutRecord(ctx, t, env) < want {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("checkpoint record never reached %s", want)
-		case <-time.After(10 * time.Millisecond):
-		}
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool { return mutRecord(ctx, t, env) >= want }) {
+		t.Fatalf("checkpoint record never reached %s", want)
 	}
 }
 
@@ -479,7 +463,7 @@ func mutSlowBroker(c *kfake.Cluster, d time.Duration) (stop func()) {
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		if !off.Load() {
-			c.SleepControl(func() { time.Sleep(d) })
+			c.SleepControl(func() { time.Sleep(d) }) // the broker's slowness
 		}
 		return nil, nil, false // then answer normally
 	})

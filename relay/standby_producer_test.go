@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/internal/wire"
@@ -49,7 +50,7 @@ func TestStandbyBuildsNoProducerWhilePolling(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	const polls = 5
-	if !relaytest.Eventually(ctx, 20*time.Millisecond, func() bool { return sources.Load() > polls }) {
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool { return sources.Load() > polls }) {
 		t.Fatalf("the standby polled %d times, want more than %d", sources.Load(), polls)
 	}
 	if st := standby.State(); st.Phase != relay.PhaseStandby {
@@ -63,7 +64,7 @@ func TestStandbyBuildsNoProducerWhilePolling(t *testing.T) {
 	if err := active.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if !relaytest.Eventually(ctx, 10*time.Millisecond, func() bool { return standby.State().Ready() }) {
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool { return standby.State().Ready() }) {
 		t.Fatalf("the standby never took over: %+v", standby.State())
 	}
 	_, lsn := env.Insert(ctx, []relaytest.Event{{AggregateType: "order", AggregateID: "a", EventType: "Created"}})

@@ -15,6 +15,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/IBM/sarama/mocks"
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
@@ -218,12 +219,8 @@ func (f *fates) ack(token uint64, err error) {
 // wait polls until n reports are in, or fails the test at ctx's end.
 func (f *fates) wait(ctx context.Context, t *testing.T, n int) {
 	t.Helper()
-	for f.total.Load() < int64(n) {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("got %d of %d reports", f.total.Load(), n)
-		case <-time.After(10 * time.Millisecond):
-		}
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool { return f.total.Load() >= int64(n) }) {
+		t.Fatalf("got %d of %d reports", f.total.Load(), n)
 	}
 }
 
@@ -358,7 +355,7 @@ func TestOnlyBatchRefusalsIsolate(t *testing.T) {
 		select {
 		case <-ctx.Done():
 			t.Fatal(ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond): // the load's pace, not waiting for a result
 		}
 	}
 	got.wait(ctx, t, n)
@@ -729,12 +726,8 @@ func TestShutdownDuringIsolation(t *testing.T) {
 		t.Fatal("no request while isolating")
 	}
 	stop()
-	for !s.isClosing() {
-		select {
-		case <-ctx.Done():
-			t.Fatal("the sink did not start closing")
-		case <-time.After(10 * time.Millisecond):
-		}
+	if !eventually.True(ctx, 10*time.Millisecond, s.isClosing) {
+		t.Fatal("the sink did not start closing")
 	}
 	close(releaseIso)
 	select {

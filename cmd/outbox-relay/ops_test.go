@@ -24,6 +24,7 @@ import (
 
 	"github.com/outbox-relay/outbox-relay/admin"
 	"github.com/outbox-relay/outbox-relay/checkpoint"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
@@ -115,7 +116,7 @@ func (f *fixture) start(ctx context.Context, t *testing.T, extra ...string) *dae
 	// (Regression: the exit was looked for after, and a relay that served
 	// and exited between the two reads failed the test as "exited before
 	// serving HTTP", about one run in four on a loaded machine.)
-	for {
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool {
 		exited := false
 		select {
 		case err := <-d.done:
@@ -123,15 +124,12 @@ func (f *fixture) start(ctx context.Context, t *testing.T, extra ...string) *dae
 			exited = true
 		default:
 		}
-		if d.addr = servingAddr(d.log.String()); d.addr != "" || exited {
-			return d
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("relay never served HTTP:\n%s", d.log.String())
-		case <-time.After(10 * time.Millisecond):
-		}
+		d.addr = servingAddr(d.log.String())
+		return d.addr != "" || exited
+	}) {
+		t.Fatalf("relay never served HTTP:\n%s", d.log.String())
 	}
+	return d
 }
 
 // servingAddr is the address in the relay's "serving /metrics" log line,
@@ -175,17 +173,16 @@ func (d *daemon) get(t *testing.T, path string) (int, string) {
 // test as soon as the relay streams instead.
 func (d *daemon) waitExit(ctx context.Context, t *testing.T) error {
 	t.Helper()
-	for {
+	var exitErr error
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool {
 		select {
-		case err := <-d.done:
+		case exitErr = <-d.done:
 			close(d.done)
-			return err
-		case <-ctx.Done():
-			t.Fatalf("relay neither stopped nor streamed:\n%s", d.log.String())
-		case <-time.After(20 * time.Millisecond):
+			return true
+		default:
 		}
 		if d.addr == "" {
-			continue // it never served: nothing to ask
+			return false // it never served: nothing to ask
 		}
 		resp, err := http.Get("http://" + d.addr + "/readyz")
 		if err == nil {
@@ -194,22 +191,23 @@ func (d *daemon) waitExit(ctx context.Context, t *testing.T) error {
 				t.Fatalf("relay started streaming instead of refusing:\n%s", d.log.String())
 			}
 		}
+		return false
+	}) {
+		t.Fatalf("relay neither stopped nor streamed:\n%s", d.log.String())
 	}
+	return exitErr
 }
 
 // waitReady polls /readyz until it answers 200.
 func (d *daemon) waitReady(ctx context.Context, t *testing.T) {
 	t.Helper()
-	for {
-		code, body := d.get(t, "/readyz")
-		if code == http.StatusOK {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("/readyz never ready: %d %s\n%s", code, body, d.log.String())
-		case <-time.After(20 * time.Millisecond):
-		}
+	var code int
+	var body string
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool {
+		code, body = d.get(t, "/readyz")
+		return code == http.StatusOK
+	}) {
+		t.Fatalf("/readyz never ready: %d %s\n%s", code, body, d.log.String())
 	}
 }
 
@@ -256,19 +254,14 @@ func (f *fixture) flushWAL(ctx context.Context, t *testing.T) {
 	if err := f.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&target); err != nil {
 		t.Fatal(err)
 	}
-	for {
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool {
 		var flushed bool
 		if err := f.Pool.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn", target).Scan(&flushed); err != nil {
 			t.Fatal(err)
 		}
-		if flushed {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("WAL never flushed up to %s", target)
-		case <-time.After(20 * time.Millisecond):
-		}
+		return flushed
+	}) {
+		t.Fatalf("WAL never flushed up to %s", target)
 	}
 }
 
@@ -279,20 +272,15 @@ func (f *fixture) stopRelay(ctx context.Context, t *testing.T, d *daemon) {
 	if err := d.stop(); err != nil {
 		t.Fatalf("relay: %v\n%s", err, d.log.String())
 	}
-	for {
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool {
 		var active bool
 		err := f.Pool.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", f.slot).Scan(&active)
 		if err != nil {
 			t.Fatalf("read slot: %v", err)
 		}
-		if !active {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the slot stayed active after the relay stopped")
-		case <-time.After(10 * time.Millisecond):
-		}
+		return !active
+	}) {
+		t.Fatal("the slot stayed active after the relay stopped")
 	}
 }
 
@@ -659,19 +647,16 @@ func TestMetricsAndReadiness(t *testing.T) {
 	primary := f.start(ctx, t)
 	primary.waitReady(ctx, t)
 	standby := f.start(ctx, t)
-	for {
-		code, body := standby.get(t, "/readyz")
-		if code == http.StatusServiceUnavailable && strings.HasPrefix(body, "standby") {
-			break
-		}
+	var code int
+	var body string
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool {
+		code, body = standby.get(t, "/readyz")
 		if code == http.StatusOK {
 			t.Fatalf("a second relay on the same slot is ready: %s", body)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("standby /readyz never said standby: %d %q", code, body)
-		case <-time.After(20 * time.Millisecond):
-		}
+		return code == http.StatusServiceUnavailable && strings.HasPrefix(body, "standby")
+	}) {
+		t.Fatalf("standby /readyz never said standby: %d %q", code, body)
 	}
 	if code, _ := standby.get(t, "/healthz"); code != http.StatusOK {
 		t.Errorf("standby /healthz = %d, want 200: the process is alive", code)
@@ -690,19 +675,14 @@ func TestMetricsAndReadiness(t *testing.T) {
 	f.WaitConfirmed(ctx, f.slot, lsn)
 
 	var scrape string
-	for {
+	if !eventually.True(ctx, 50*time.Millisecond, func() bool {
 		_, scrape = primary.get(t, "/metrics")
 		// The slot is polled every second: wait for a poll of the active slot.
 		rec, _ := metric(scrape, "outbox_relay_checkpoint_recorded_lsn")
 		active, _ := metric(scrape, "outbox_relay_slot_active")
-		if rec >= float64(lsn) && active == 1 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("metrics never showed the record and the slot lag:\n%s", scrape)
-		case <-time.After(50 * time.Millisecond):
-		}
+		return rec >= float64(lsn) && active == 1
+	}) {
+		t.Fatalf("metrics never showed the record and the slot lag:\n%s", scrape)
 	}
 	for name, want := range map[string]float64{
 		"outbox_relay_sink_acked_total":                 float64(len(recs)),

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -37,20 +38,6 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually polls cond until it holds or ctx ends.
-func eventually(ctx context.Context, cond func() bool) bool {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return cond()
-		case <-tick.C:
-		}
-	}
-	return true
 }
 
 func TestPomPinsDefaultVersion(t *testing.T) {
@@ -146,7 +133,7 @@ func checkNoJVMLeft(t *testing.T, dir string) {
 	t.Helper()
 	ctx := testContext(t, 15*time.Second)
 	var left []int
-	if !eventually(ctx, func() bool { left = pidsUsing(t, dir); return len(left) == 0 }) {
+	if !eventually.True(ctx, 50*time.Millisecond, func() bool { left = pidsUsing(t, dir); return len(left) == 0 }) {
 		t.Fatalf("processes of %s still run: %v", dir, left)
 	}
 }
@@ -345,7 +332,7 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("produce with node %d killed: %v", victim, err)
 	}
 	t.Logf("produced 30 records in %s after killing node %d, the leader of partition 0", time.Since(begin).Round(time.Millisecond), victim)
-	if !eventually(ctx, func() bool {
+	if !eventually.True(ctx, 50*time.Millisecond, func() bool {
 		l, err := c.Leaders(ctx, "events")
 		return err == nil && l[0] != victim && l[0] != -1
 	}) {

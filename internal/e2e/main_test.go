@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
@@ -130,7 +131,7 @@ func (p *proc) stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(10 * time.Second): // the grace period, not waiting for a result
 		p.kill()
 	}
 }
@@ -150,18 +151,21 @@ func (p *proc) readyz() (int, string) {
 // waitReadyz polls /readyz until want(code, body) or ctx ends.
 func (p *proc) waitReadyz(ctx context.Context, what string, want func(int, string) bool) {
 	p.t.Helper()
-	for {
-		code, body := p.readyz()
+	var code int
+	var body string
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool {
+		code, body = p.readyz()
 		if want(code, body) {
-			return
+			return true
 		}
 		select {
-		case <-ctx.Done():
-			p.t.Fatalf("relay never %s: /readyz %d %q", what, code, body)
 		case <-p.exited:
 			p.t.Fatalf("relay exited before it was %s: /readyz %d %q", what, code, body)
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
+		return false
+	}) {
+		p.t.Fatalf("relay never %s: /readyz %d %q", what, code, body)
 	}
 }
 

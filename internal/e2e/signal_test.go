@@ -81,7 +81,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
-	case <-time.After(3 * time.Second):
+	case <-time.After(3 * time.Second): // the bound on "at once", not a poll
 		t.Fatal("the relay ignored the second signal")
 	}
 	if p.cmd.ProcessState.Exited() {

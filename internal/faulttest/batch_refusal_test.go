@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	outboxrelay "github.com/outbox-relay/outbox-relay"
-	"github.com/outbox-relay/outbox-relay/internal/faulttest"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/relay"
@@ -59,10 +59,11 @@ func TestBatchRefusalBlamesOneRecord(t *testing.T) {
 			ids, end := writeRefusedBatch(ctx, t, env)
 			// Release the refused batch only once the later rows wait behind
 			// it in the producer, where a refusal used to let them go first.
-			if err := faulttest.Poll(ctx, func() bool {
+			if !eventually.True(ctx, 20*time.Millisecond, func() bool {
 				return run.Metric("outbox_relay_events_received_total") >= batchSize+laterRows
-			}); err != nil {
-				t.Fatal(err)
+			}) {
+				t.Fatalf("the relay received %v of %d events: the later rows never waited behind the refused batch (%v)",
+					run.Metric("outbox_relay_events_received_total"), batchSize+laterRows, ctx.Err())
 			}
 			close(release)
 			if mode == relay.Halt {

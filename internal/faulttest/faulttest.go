@@ -7,7 +7,6 @@ package faulttest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 )
@@ -82,7 +82,7 @@ func (l *Load) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(l.pause):
+		case <-time.After(l.pause): // the load's pace, not waiting for a result
 		}
 	}
 }
@@ -138,18 +138,14 @@ func (l *Load) Failures() int {
 // WaitWritten polls until at least n events are acknowledged.
 func (l *Load) WaitWritten(ctx context.Context, t testing.TB, n int) {
 	t.Helper()
-	for {
+	var got int
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool {
 		l.mu.Lock()
-		got := len(l.written)
+		got = len(l.written)
 		l.mu.Unlock()
-		if got >= n {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("load wrote %d events, want %d: %v", got, n, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
+		return got >= n
+	}) {
+		t.Fatalf("load wrote %d events, want %d: %v", got, n, ctx.Err())
 	}
 }
 
@@ -308,16 +304,4 @@ func insertLSN(ctx context.Context, env *relaytest.Env) (outboxrelay.LSN, error)
 		return 0, fmt.Errorf("read WAL insert position: %w", err)
 	}
 	return pglogrepl.ParseLSN(s)
-}
-
-// Poll calls f every 20 ms until it returns true or ctx ends.
-func Poll(ctx context.Context, f func() bool) error {
-	for !f() {
-		select {
-		case <-ctx.Done():
-			return errors.New("condition not met: " + ctx.Err().Error())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return nil
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outbox-relay/outbox-relay/internal/faulttest"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/relay"
@@ -40,8 +40,8 @@ func TestLeaderlessPartitionDoesNotCrash(t *testing.T) {
 		{AggregateType: "order", AggregateID: "agg-1", EventType: "Created", Seq: 0},
 		{AggregateType: "order", AggregateID: "agg-1", EventType: "Updated", Seq: 1},
 	})
-	if err := faulttest.Poll(ctx, func() bool { return run.Metric("outbox_relay_sink_errors_total") >= 2 }); err != nil {
-		t.Fatalf("the records never met the leader-less partition: %v", err)
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool { return run.Metric("outbox_relay_sink_errors_total") >= 2 }) {
+		t.Fatalf("the records never met the leader-less partition: %v", ctx.Err())
 	}
 	if got := env.Confirmed(ctx, cfg.Replication.Slot); got >= lsn {
 		t.Fatalf("slot confirmed %s, past the event no leader took (ends by %s)", got, lsn)

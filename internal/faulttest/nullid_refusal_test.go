@@ -13,7 +13,7 @@ import (
 
 	"github.com/outbox-relay/outbox-relay/admin"
 	"github.com/outbox-relay/outbox-relay/checkpoint"
-	"github.com/outbox-relay/outbox-relay/internal/faulttest"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/relay"
@@ -120,12 +120,11 @@ func TestNullIDHaltAdvisesAWorkingMove(t *testing.T) {
 // waitSlotIdle polls until no walsender holds the env's slot.
 func waitSlotIdle(ctx context.Context, t *testing.T, env *relaytest.Env) {
 	t.Helper()
-	err := faulttest.Poll(ctx, func() bool {
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool {
 		var active bool
 		err := env.Pool.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", env.Slot).Scan(&active)
 		return err == nil && !active
-	})
-	if err != nil {
-		t.Fatalf("slot %s stayed active: %v", env.Slot, err)
+	}) {
+		t.Fatalf("slot %s stayed active: %v", env.Slot, ctx.Err())
 	}
 }

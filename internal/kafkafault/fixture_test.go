@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/internal/apachekafka"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/faulttest"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
@@ -99,7 +100,7 @@ func (e *env) recordSlot(ctx context.Context) (stop func() []slotSample) {
 	var samples []slotSample
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(20 * time.Millisecond)
+		tick := time.NewTicker(20 * time.Millisecond) // sampling the slot over the fault, not waiting for a result
 		defer tick.Stop()
 		for {
 			if lsn, err := e.confirmed(ctx); err == nil {
@@ -378,7 +379,7 @@ func waitReady(ctx context.Context, t *testing.T, run *relaytest.Running, d time
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	if !relaytest.Eventually(ctx, 20*time.Millisecond, func() bool { return run.Relay.State().Ready() }) {
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool { return run.Relay.State().Ready() }) {
 		st := run.Relay.State()
 		t.Errorf("relay %s (%s) %s after it caught up, want streaming", st.Phase, st.Detail, d)
 	}
@@ -388,7 +389,7 @@ func waitReady(ctx context.Context, t *testing.T, run *relaytest.Running, d time
 // before that are not in its stream.
 func (e *env) waitSlot(ctx context.Context, t *testing.T) {
 	t.Helper()
-	if !relaytest.Eventually(ctx, 20*time.Millisecond, func() bool {
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool {
 		var n int
 		err := e.Pool.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", e.Slot).Scan(&n)
 		return err == nil && n == 1

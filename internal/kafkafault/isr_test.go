@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/outbox-relay/outbox-relay/internal/apachekafka"
-	"github.com/outbox-relay/outbox-relay/internal/relaytest"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/relay"
 )
 
@@ -39,7 +39,7 @@ func TestTwoOfThreeStopped(t *testing.T) {
 	// One in-sync replica left: nothing written from now on can be acked.
 	limit := load.Written()[faultAt].After
 	var stalled relay.State
-	relaytest.Eventually(ctx, 20*time.Millisecond, func() bool {
+	eventually.True(ctx, 20*time.Millisecond, func() bool {
 		stalled = run.Relay.State()
 		return stalled.Phase == relay.PhaseStalled || time.Since(stoppedAt) > cfg.Relay.StallTimeout+5*time.Second
 	})

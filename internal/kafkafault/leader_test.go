@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/internal/apachekafka"
-	"github.com/outbox-relay/outbox-relay/internal/relaytest"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -88,7 +88,7 @@ func testLeaderKilled(t *testing.T, c *apachekafka.Cluster, name string, solo bo
 		// The node stays down: the relay must follow the new leaders.
 		wait, cancelWait := context.WithDeadline(ctx, killedAt.Add(down))
 		defer cancelWait()
-		if !relaytest.Eventually(wait, 20*time.Millisecond, func() bool {
+		if !eventually.True(wait, 20*time.Millisecond, func() bool {
 			got, err := e.confirmed(ctx)
 			return err == nil && got >= idleEnd
 		}) {
@@ -211,7 +211,7 @@ func insertIdle(ctx context.Context, t *testing.T, e *env, idle map[string][]str
 func waitElected(ctx context.Context, t *testing.T, c *apachekafka.Cluster, node int, topics []string) map[string][]int {
 	t.Helper()
 	got := map[string][]int{}
-	ok := relaytest.Eventually(ctx, 50*time.Millisecond, func() bool {
+	ok := eventually.True(ctx, 50*time.Millisecond, func() bool {
 		for _, topic := range topics {
 			leaders, err := c.Leaders(ctx, topic)
 			if err != nil || slices.Contains(leaders, node) || slices.Contains(leaders, -1) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/relay"
 )
@@ -108,7 +109,7 @@ func TestMissingTopic(t *testing.T) {
 			// retries (10 x 500 ms): a few per event is the most it may take.
 			wait, cancelWait := context.WithTimeout(ctx, time.Duration(len(ghost))*15*time.Second)
 			defer cancelWait()
-			if !relaytest.Eventually(wait, 50*time.Millisecond, func() bool {
+			if !eventually.True(wait, 50*time.Millisecond, func() bool {
 				got, err := e.confirmed(ctx)
 				return err == nil && got >= ghostEnd
 			}) {

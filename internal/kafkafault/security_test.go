@@ -10,6 +10,7 @@ import (
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/internal/apachekafka"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/faulttest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/relay"
@@ -104,7 +105,7 @@ func checkRefused(ctx context.Context, t *testing.T, e *env, run *relaytest.Runn
 	var st relay.State
 	wait, cancel := context.WithTimeout(ctx, refusedWithin)
 	defer cancel()
-	relaytest.Eventually(wait, 10*time.Millisecond, func() bool {
+	eventually.True(wait, 10*time.Millisecond, func() bool {
 		st = run.Relay.State()
 		return st.Phase == relay.PhaseReconnecting || st.Phase == relay.PhaseStopped
 	})

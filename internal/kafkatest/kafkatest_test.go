@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 )
 
@@ -77,16 +78,11 @@ func waitCount(ctx context.Context, t *testing.T, addrs, topics []string, want i
 		got int64
 		err error
 	)
-	for {
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool {
 		got, err = kafkatest.Count(ctx, addrs, topics)
-		if err == nil && got == want {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("Count = %d (err %v), want %d", got, err, want)
-		case <-time.After(20 * time.Millisecond):
-		}
+		return err == nil && got == want
+	}) {
+		t.Fatalf("Count = %d (err %v), want %d", got, err, want)
 	}
 }
 

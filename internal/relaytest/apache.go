@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
@@ -57,18 +58,15 @@ func newDatabase(t testing.TB, pg *pgtest.Server, schemaSQL string) *Env {
 func dropSlots(pool *pgxpool.Pool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for ctx.Err() == nil {
+	eventually.True(ctx, 20*time.Millisecond, func() bool {
 		var left int
 		_ = pool.QueryRow(ctx, `WITH t AS (SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
 			WHERE database = current_database() AND active_pid IS NOT NULL),
 			d AS (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
 			WHERE database = current_database() AND NOT active)
 			SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM d)`).Scan(&left)
-		if left == 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return left == 0
+	})
 }
 
 // ConfigFor is Config with brokers as the relay's Kafka: the same

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/internal/wire"
@@ -152,31 +153,13 @@ func (e *Env) Confirmed(ctx context.Context, slot string) outboxrelay.LSN {
 // WaitConfirmed polls until the slot's confirmed_flush_lsn reaches want.
 func (e *Env) WaitConfirmed(ctx context.Context, slot string, want outboxrelay.LSN) {
 	e.T.Helper()
-	for {
-		got := e.Confirmed(ctx, slot)
-		if got >= want {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			e.T.Fatalf("slot %s confirmed_flush_lsn is %s, never reached %s", slot, got, want)
-		case <-time.After(20 * time.Millisecond):
-		}
+	var got outboxrelay.LSN
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool {
+		got = e.Confirmed(ctx, slot)
+		return got >= want
+	}) {
+		e.T.Fatalf("slot %s confirmed_flush_lsn is %s, never reached %s", slot, got, want)
 	}
-}
-
-// Eventually polls cond every interval until it holds (true) or ctx ends
-// (false). It never fails the test itself, so the caller can gather what
-// it needs for a failure message first.
-func Eventually(ctx context.Context, every time.Duration, cond func() bool) bool {
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return cond()
-		case <-time.After(every):
-		}
-	}
-	return true
 }
 
 // Config is a relay configuration with test-friendly timings; Start builds
@@ -261,13 +244,9 @@ func (r *Running) Metric(name string) float64 {
 // WaitReady polls until the relay streams.
 func (r *Running) WaitReady(ctx context.Context, t testing.TB) {
 	t.Helper()
-	for !r.Relay.State().Ready() {
-		select {
-		case <-ctx.Done():
-			st := r.Relay.State()
-			t.Fatalf("relay not ready: %s %s", st.Phase, st.Detail)
-		case <-time.After(10 * time.Millisecond):
-		}
+	if !eventually.True(ctx, 10*time.Millisecond, func() bool { return r.Relay.State().Ready() }) {
+		st := r.Relay.State()
+		t.Fatalf("relay not ready: %s %s", st.Phase, st.Detail)
 	}
 }
 

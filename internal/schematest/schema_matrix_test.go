@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/replication"
@@ -235,7 +236,7 @@ func dbaSetup(ctx context.Context, t caseT, env *relaytest.Env, sh shape, md mod
 func waitStreaming(ctx context.Context, run *relaytest.Running) string {
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	relaytest.Eventually(rctx, 10*time.Millisecond, func() bool {
+	eventually.True(rctx, 10*time.Millisecond, func() bool {
 		return run.Relay.State().Ready() || isDone(run)
 	})
 	if isDone(run) {
@@ -649,7 +650,7 @@ func collect(ctx context.Context, env *relaytest.Env, run *relaytest.Running, sl
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	start := time.Now()
-	relaytest.Eventually(wctx, 25*time.Millisecond, func() bool {
+	eventually.True(wctx, 25*time.Millisecond, func() bool {
 		d.confirmed = env.Confirmed(ctx, slot)
 		return d.confirmed >= target || isDone(run)
 	})
