@@ -6,14 +6,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/faulttest"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
 	"github.com/outbox-relay/outbox-relay/relay"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // topicLate is when the test creates the missing topic, after the first
@@ -59,7 +61,7 @@ func TestTopicCreatedLate(t *testing.T) {
 			createTopic(ctx, t, env, topic)
 			created := time.Now()
 
-			if !relaytest.Eventually(ctx, 20*time.Millisecond, func() bool { return env.Confirmed(ctx, cfg.Replication.Slot) >= end }) {
+			if !eventually.True(ctx, 20*time.Millisecond, func() bool { return env.Confirmed(ctx, cfg.Replication.Slot) >= end }) {
 				t.Fatalf("slot confirmed %s, never past the events (ending by %s) after their topic was created; relay %s %q",
 					env.Confirmed(ctx, cfg.Replication.Slot), end, run.Relay.State().Phase, run.Relay.State().Detail)
 			}
