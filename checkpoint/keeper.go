@@ -7,9 +7,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
 // recordTimeout bounds one write of the record. The write is not cancelled

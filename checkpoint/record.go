@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/internal/pgerr"
 )
@@ -150,85 +151,4 @@ func Delete(ctx context.Context, conn *pgx.Conn, slot string) error {
 		return fmt.Errorf("delete checkpoint of slot %q: %w", slot, err)
 	}
 	return nil
-}
-
-// Gap kinds.
-const (
-	GapSlotMissing = "slot_missing"
-	GapSlotLost    = "slot_lost"
-	GapSlotMoved   = "slot_moved"
-)
-
-// Gap is a stretch of WAL whose events the relay will never receive from
-// the slot: they were not sent to Kafka and will not be.
-type Gap struct {
-	Kind string
-	Slot string
-	// From is the last position the relay is known to have confirmed; To is
-	// where the slot (or a new one) resumes. Events committed in between are
-	// missing from Kafka.
-	From, To outboxrelay.LSN
-	// RecordedAt is when the relay's record was last written; rows created
-	// after it are the candidates to re-publish.
-	RecordedAt time.Time
-}
-
-// DetectGap compares the slot with the relay's record. Read the slot first
-// and the record second: the record only rises and is raised before every
-// confirmation, so any position seen in the slot is then covered by the
-// record read after it. Moves back (a Postgres crash loses the slot's
-// unflushed position) are not gaps: they only resend.
-func DetectGap(name string, slot SlotInfo, rec Record, hasRecord bool, currentWAL outboxrelay.LSN) *Gap {
-	switch {
-	case slot.Exists && slot.WALStatus == "lost":
-		from := slot.ConfirmedFlush
-		if hasRecord && rec.LSN < from {
-			from = rec.LSN
-		}
-		return &Gap{Kind: GapSlotLost, Slot: name, From: from, To: currentWAL, RecordedAt: rec.UpdatedAt}
-	case !hasRecord:
-		return nil
-	case !slot.Exists:
-		return &Gap{Kind: GapSlotMissing, Slot: name, From: rec.LSN, To: currentWAL, RecordedAt: rec.UpdatedAt}
-	case slot.ConfirmedFlush > rec.LSN:
-		return &Gap{Kind: GapSlotMoved, Slot: name, From: rec.LSN, To: slot.ConfirmedFlush, RecordedAt: rec.UpdatedAt}
-	}
-	return nil
-}
-
-// Describe says what happened in a sentence.
-func (g *Gap) Describe() string {
-	switch g.Kind {
-	case GapSlotMissing:
-		return fmt.Sprintf("replication slot %q is missing but the relay had confirmed it up to %s: it was dropped, or Postgres failed over to a server without it; a new slot starts at %s, so events committed from %s to %s would never be sent",
-			g.Slot, g.From, g.To, g.From, g.To)
-	case GapSlotLost:
-		return fmt.Sprintf("replication slot %q has wal_status 'lost': Postgres removed WAL it still needed (max_slot_wal_keep_size), so events committed from %s to %s can no longer be decoded",
-			g.Slot, g.From, g.To)
-	default:
-		return fmt.Sprintf("replication slot %q is at %s, past the relay's record %s, and neither the relay nor `outbox-relay slot advance/skip` moved it there: it was recreated or advanced behind the relay's back, so events committed from %s to %s were skipped",
-			g.Slot, g.To, g.From, g.From, g.To)
-	}
-}
-
-// GapError stops the relay at start. It unwraps to a *outboxrelay.ConfigError so the
-// relay treats it as fatal.
-type GapError struct {
-	Gap Gap
-}
-
-func (e *GapError) Error() string { return e.config().Error() }
-
-func (e *GapError) Unwrap() error { return e.config() }
-
-func (e *GapError) config() *outboxrelay.ConfigError {
-	since := ""
-	if !e.Gap.RecordedAt.IsZero() {
-		since = fmt.Sprintf(" (the relay's record was written at %s: outbox rows created after that are the candidates)", e.Gap.RecordedAt.UTC().Format(time.RFC3339))
-	}
-	return &outboxrelay.ConfigError{
-		Problem: "gap in the event stream: " + e.Gap.Describe(),
-		Fix: fmt.Sprintf("re-publish the missing events from the outbox table%s, then start once with --accept-gap to go on from %s; see docs/operations.md, 'Gap report'",
-			since, e.Gap.To),
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 

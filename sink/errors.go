@@ -4,13 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/IBM/sarama"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
 // ErrClosed is returned by Produce once Run is shutting down.
 var ErrClosed = errors.New("sink is closed")
+
+// errGateClosed is what a write or dial through a closed gate returns.
+var errGateClosed = errors.New("sink: producer stopped sending")
 
 // errSessionEnding fails, as retriable, what a producer would send after a
 // retriable failure: the session ends at that failure and the next one
@@ -144,3 +149,25 @@ func IsTooLarge(err error) bool {
 	return errors.Is(err, sarama.ErrMessageSizeTooLarge) || errors.Is(err, sarama.ErrMessageSetSizeTooLarge) ||
 		errors.As(err, &ce) && strings.Contains(string(ce), "MaxMessageBytes")
 }
+
+// TopicWaitError is a record's failure to a topic Kafka does not know
+// (UNKNOWN_TOPIC_OR_PARTITION after sarama's metadata retries) while the
+// topic has been missing for less than Config.TopicWait: it may still be
+// being created (auto-create on a slow controller, a first record to a new
+// routed topic). It is retriable: the session ends and the next one
+// resends the record from the slot. Once the topic has been missing for
+// TopicWait the record's failure is final (undeliverable).
+type TopicWaitError struct {
+	Topic string
+	// Missing is how long the topic has been missing, Left how much of
+	// the wait remains.
+	Missing, Left time.Duration
+	Err           error // sarama's error
+}
+
+func (e *TopicWaitError) Error() string {
+	return fmt.Sprintf("topic %q does not exist (yet): missing for %s, waiting %s more for it to be created before the event counts as undeliverable; "+
+		"create it, or enable auto.create.topics.enable on the brokers", e.Topic, roundWait(e.Missing), roundWait(e.Left))
+}
+
+func (e *TopicWaitError) Unwrap() error { return e.Err }

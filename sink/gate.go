@@ -1,13 +1,9 @@
 package sink
 
 import (
-	"errors"
 	"net"
 	"sync/atomic"
 )
-
-// errGateClosed is what a write or dial through a closed gate returns.
-var errGateClosed = errors.New("sink: producer stopped sending")
 
 // gate is a producer's dialer (sarama's Net.Proxy.Dialer). Once closed,
 // every write on its connections and every new dial fails, so the

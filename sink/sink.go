@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/rs/zerolog"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
 // AckFunc learns the fate of each produced event: err is nil once Kafka has

@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
 func TestMurmur2MatchesKafka(t *testing.T) {
