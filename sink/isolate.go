@@ -162,6 +162,8 @@ func (s *Sink) isClosing() bool {
 // the records to resend, unless Run is stopping.
 func (s *Sink) drain(ctx context.Context, pr *producer) ([]*sarama.ProducerMessage, error) {
 	successes, errs := pr.p.Successes(), pr.p.Errors()
+	atSelect, detach := pr.gate.attach()
+	defer detach()
 	stop, stopping := ctx.Done(), false
 	var held []*sarama.ProducerMessage
 	var failure error
@@ -183,6 +185,9 @@ func (s *Sink) drain(ctx context.Context, pr *producer) ([]*sarama.ProducerMessa
 				errs = nil
 				continue
 			}
+			if s.testHookError != nil {
+				s.testHookError(pe)
+			}
 			pe.Err = s.topicFailures.failed(pe.Msg.Topic, pe.Err)
 			pe.Err = waitForTopic(s.missing, s.topicWait, pe.Msg.Topic, pe.Err, time.Now())
 			if s.failedOrHeld(pr, pe, stopping) {
@@ -190,6 +195,8 @@ func (s *Sink) drain(ctx context.Context, pr *producer) ([]*sarama.ProducerMessa
 			}
 			pr.reported++
 			pr.closeIfDone(stopping)
+		case <-atSelect:
+			// A write waited for the reports above to be handled.
 		case n := <-pr.fed:
 			pr.fed, pr.handed = nil, n
 			pr.closeIfDone(stopping)
@@ -258,8 +265,10 @@ func (s *Sink) failedOrHeld(pr *producer, pe *sarama.ProducerError, stopping boo
 			pr.refusedAlone++
 		}
 		if s.stopAtUndeliverable && !IsRetriable(pe.Err) {
-			// sarama sends the partition's later records only after this
-			// error is read: closing the gate now keeps them out of Kafka.
+			// sarama may send the partition's later records once this
+			// error is received, but no write passes the gate before the
+			// drain is back at its select: closing the gate now keeps
+			// them out of Kafka.
 			pr.gate.close()
 			pr.ending = true
 		}
@@ -279,10 +288,11 @@ func (pr *producer) closer() sarama.AsyncProducer {
 	return pr.p
 }
 
-// refused retires pr at a refusal of a batch. sarama is blocked until
-// this error is received, and sends the partition's later records right
-// after the batch's last error: the gate closes first. A resending
-// producer closes itself; isolate goes on with the next round.
+// refused retires pr at a refusal of a batch. sarama may send the
+// partition's later records right after the batch's last error is
+// received, but their write waits for the drain to handle it (see gate):
+// the gate closes first. A resending producer closes itself; isolate goes
+// on with the next round.
 func (s *Sink) refused(pr *producer, pe *sarama.ProducerError, stopping bool) {
 	pr.gate.close()
 	pr.retired = true

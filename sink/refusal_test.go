@@ -792,3 +792,85 @@ func TestRefusalAfterARetriableFailureIsNotIsolated(t *testing.T) {
 		t.Errorf("the refused record after a retriable failure: %v, want a retriable error", err)
 	}
 }
+
+// TestHaltKeepsLaterRecordsOutOfKafka pins an order hole in halt mode
+// (StopAtUndeliverable): sarama hands a refused batch's last error to the
+// drain and at once unmutes the partition, so when the refused batch held
+// one record (an oversized record alone in its batch, every batch of an
+// isolation's last round) the partition's next request was written before
+// the drain closed the gate, and the records after the halted one reached
+// Kafka ahead of it (internal/faulttest TestBatchRefusalBlamesOneRecord/
+// halt, about 1 run in 20). The hook holds the drain after that error
+// until the next request reaches the broker (at most a second): no write
+// may pass the gate meanwhile.
+func TestHaltKeepsLaterRecordsOutOfKafka(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	if err := cluster.CreateTopic(limitedTopic, 1, map[string]string{"max.message.bytes": "2000"}); err != nil {
+		t.Fatal(err)
+	}
+	arrived, release, next := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var produces atomic.Int32
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		switch produces.Add(1) {
+		case 1: // the oversized record alone: held until the later ones queue
+			close(arrived)
+			cluster.SleepControl(func() { <-release })
+		case 2:
+			close(next)
+		}
+		return nil, nil, false
+	})
+
+	cfg := DefaultConfig()
+	cfg.Brokers = cluster.ListenAddrs()
+	cfg.StopAtUndeliverable = true
+	got := newFates()
+	s, err := New(cfg, got.ack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first atomic.Bool
+	s.testHookError = func(*sarama.ProducerError) {
+		if first.CompareAndSwap(false, true) {
+			select {
+			case <-next:
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	const later = 3
+	if err := s.Produce(ctx, event(0, true), 0); err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	for i := 1; i <= later; i++ {
+		if err := s.Produce(ctx, event(i, false), uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+
+	got.wait(ctx, t, 1+later)
+	if err, ok := got.one(t, 0); ok && (IsRetriable(err) || !errors.Is(err, sarama.ErrMessageSizeTooLarge)) {
+		t.Errorf("the oversized record: %v, want a final MESSAGE_TOO_LARGE", err)
+	}
+	for i := uint64(1); i <= later; i++ {
+		if err, ok := got.one(t, i); ok && (err == nil || !IsRetriable(err)) {
+			t.Errorf("record %d after the undeliverable one: %v, want it failed retriably (resent by the next session)", i, err)
+		}
+	}
+	if recs := readTopic(ctx, t, cluster.ListenAddrs(), 0); len(recs) > 0 {
+		t.Errorf("the partition holds %v, records produced after the undeliverable one; want none", seqs(t, recs)[0])
+	}
+}

@@ -84,6 +84,10 @@ type Sink struct {
 	topicWait time.Duration
 
 	lastRetryLog atomic.Int64 // unix nanos; retries are logged once per 10 s
+
+	// testHookError, set by tests before Run, runs on the drain goroutine
+	// as soon as it receives an error, before it handles it.
+	testHookError func(*sarama.ProducerError)
 }
 
 // New validates cfg and returns a Sink; it connects to nothing.

@@ -155,9 +155,59 @@ func checkHalt(ctx context.Context, t *testing.T, env *relaytest.Env, run *relay
 		t.Fatal(err)
 	}
 	if n != badRow {
-		t.Errorf("the topic holds %d records, want the %d rows before the refused one and none after it", n, badRow)
+		recs, err := kafkatest.ReadAll(ctx, env.Kafka.Addrs(), relaytest.Topics("limited"), int(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("the topic holds %d records, want the %d rows before the refused one (row %d) and none after it: %s",
+			n, badRow, badRow, describeExtra(ids, recs))
 	}
 	t.Logf("halt message: %v", run.Err())
+}
+
+// describeExtra names, by offset, the records of recs that are not the
+// rows before badRow once each: a row after the refused one (a later
+// event that reached Kafka ahead of it), the refused row itself, a
+// duplicate of an earlier row, or a record no row wrote.
+func describeExtra(ids []string, recs []kafkatest.Record) string {
+	var extra []string
+	seen := map[string]int64{}
+	for _, r := range recs {
+		id := r.Headers["id"]
+		i := indexOf(ids, id)
+		first, dup := seen[id]
+		switch {
+		case i < 0:
+			extra = append(extra, fmt.Sprintf("offset %d: event %q, written by no row", r.Offset, id))
+		case dup:
+			extra = append(extra, fmt.Sprintf("offset %d: row %d (%s) again, a duplicate of offset %d", r.Offset, i, id, first))
+		case i == badRow:
+			extra = append(extra, fmt.Sprintf("offset %d: the refused row %d (%s)", r.Offset, i, id))
+		case i > badRow:
+			extra = append(extra, fmt.Sprintf("offset %d: row %d (%s), %d after the refused one", r.Offset, i, id, i-badRow))
+		}
+		if !dup {
+			seen[id] = r.Offset
+		}
+	}
+	var missing []int
+	for i := range badRow {
+		if _, ok := seen[ids[i]]; !ok {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		extra = append(extra, fmt.Sprintf("rows %v missing", missing))
+	}
+	return fmt.Sprintf("%s; rows by offset %v", strings.Join(extra, "; "), rows(ids, headerIDs(recs)))
+}
+
+func headerIDs(recs []kafkatest.Record) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = r.Headers["id"]
+	}
+	return out
 }
 
 func checkDeadLettered(ctx context.Context, t *testing.T, env *relaytest.Env, run *relaytest.Running, ids []string, end outboxrelay.LSN) {
