@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -31,7 +30,9 @@ type latencyResult struct {
 	maxLat          time.Duration
 	relayCPU        time.Duration
 	relayRSS        int64
-	benchCPU        time.Duration
+	benchCPU        time.Duration // this process: the writer, the consumer (and kfake)
+	brokerCPU       time.Duration // the broker's process while the writer ran (see broker.cpu)
+	walsenderCPU    time.Duration // the relay's walsender, over its life
 	writeLagAtClose time.Duration
 	load            string
 	// relayP50/relayP99 bound the relay's commit-to-ack time (histogram
@@ -39,12 +40,13 @@ type latencyResult struct {
 	relayP50, relayP99 float64
 }
 
-// latencyScenario writes at a fixed rate while the relay runs, each row's
-// payload carrying its insert time, and a consumer measures how long after
-// the insert each record became readable.
-func (s *suite) latencyScenario(ctx context.Context) (latencyResult, error) {
-	res := latencyResult{rate: s.o.rate, rows: s.o.latencyRows, duration: s.o.duration}
-	broker, err := kafkatest.Start(kafkatest.Options{Partitions: partitions, Topics: []string{topic}})
+// latencyScenario writes at a fixed rate for d while the relay runs, each
+// row's payload carrying its insert time, and a consumer measures how long
+// after the insert each record became readable. With profileDir the relay
+// writes its CPU profile there.
+func (s *suite) latencyScenario(ctx context.Context, d time.Duration, profileDir string) (latencyResult, error) {
+	res := latencyResult{rate: s.o.rate, rows: s.o.latencyRows, duration: d}
+	broker, err := s.freshBroker(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -54,7 +56,7 @@ func (s *suite) latencyScenario(ctx context.Context) (latencyResult, error) {
 		return res, err
 	}
 	defer db.Close(s)
-	p, err := s.startLatencyRelay(ctx, db, broker.Addrs())
+	p, err := s.startLatencyRelay(ctx, db, broker.Addrs(), profileDir)
 	if err != nil {
 		return res, err
 	}
@@ -66,6 +68,10 @@ func (s *suite) latencyScenario(ctx context.Context) (latencyResult, error) {
 	defer c.stop()
 
 	bench0 := selfCPU()
+	broker0, err := broker.cpu()
+	if err != nil {
+		return res, err
+	}
 	if err := s.writeAtRate(ctx, db, &res); err != nil {
 		return res, err
 	}
@@ -73,15 +79,12 @@ func (s *suite) latencyScenario(ctx context.Context) (latencyResult, error) {
 		return res, err
 	}
 	res.benchCPU = selfCPU() - bench0
-	if res.relayCPU, err = procCPU(p.pid()); err != nil {
+	if res.brokerCPU, err = broker.cpu(); err != nil {
 		return res, err
 	}
-	if res.relayRSS, err = procPeakRSS(p.pid()); err != nil {
+	res.brokerCPU -= broker0
+	if err := res.sampleRelay(ctx, db, p); err != nil {
 		return res, err
-	}
-	res.load = loadAvg()
-	if q, err := relayQuantiles(p.metrics, .5, .99); err == nil {
-		res.relayP50, res.relayP99 = q[0], q[1]
 	}
 	lats, seen := c.stop()
 	res.seen = seen
@@ -92,17 +95,38 @@ func (s *suite) latencyScenario(ctx context.Context) (latencyResult, error) {
 	return res, nil
 }
 
+// sampleRelay records the relay's CPU and peak RSS, its walsender's CPU,
+// the load average and the relay's own commit-to-ack quantiles, once every
+// event has been consumed.
+func (res *latencyResult) sampleRelay(ctx context.Context, db *database, p *relayProc) error {
+	var err error
+	if res.relayCPU, err = procCPU(p.pid()); err != nil {
+		return err
+	}
+	if res.relayRSS, err = procPeakRSS(p.pid()); err != nil {
+		return err
+	}
+	ws := &walsender{pool: db.pool, slot: db.relaySlot(0)}
+	ws.sample(ctx)
+	res.walsenderCPU = ws.cpu
+	res.load = loadAvg()
+	if q, err := relayQuantiles(p.metrics, .5, .99); err == nil {
+		res.relayP50, res.relayP99 = q[0], q[1]
+	}
+	return nil
+}
+
 // startLatencyRelay starts the relay on the scenario's slot (profiled into
-// -profile DIR/relay-latency.pprof when asked) and waits until it is ready,
-// so the writer's first rows do not measure the relay's start-up.
-func (s *suite) startLatencyRelay(ctx context.Context, db *database, brokers []string) (*relayProc, error) {
+// profileDir/relay-latency.pprof when profileDir is set) and waits until it
+// is ready, so the writer's first rows do not measure the relay's start-up.
+func (s *suite) startLatencyRelay(ctx context.Context, db *database, brokers []string, profileDir string) (*relayProc, error) {
 	profile := ""
-	if s.o.profileDir != "" {
-		if err := os.MkdirAll(s.o.profileDir, 0o755); err != nil {
+	if profileDir != "" {
+		if err := os.MkdirAll(profileDir, 0o755); err != nil {
 			return nil, err
 		}
 		var err error
-		if profile, err = filepath.Abs(filepath.Join(s.o.profileDir, "relay-latency.pprof")); err != nil {
+		if profile, err = filepath.Abs(filepath.Join(profileDir, "relay-latency.pprof")); err != nil {
 			return nil, err
 		}
 	}
