@@ -135,7 +135,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.relayFirst, "relay-first", false, "drain with the relay before pg_recvlogical (default: pg_recvlogical first)")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "print where the relay's logs are and keep them")
 	fs.StringVar(&o.broker, "broker", brokerKfake, "the Kafka the relay produces to: kfake (in this process) or apache (one Apache Kafka node, a JVM started once for the whole run; needs Java 17+)")
-	fs.DurationVar(&o.brokerWarmup, "broker-warmup", 30*time.Second, "with -broker apache: an unmeasured latency run of this long before the first scenario, so the JVM's JIT has compiled the broker's hot paths (0: none)")
+	fs.DurationVar(&o.brokerWarmup, "broker-warmup", 3*time.Minute, "with -broker apache: at most this long of unmeasured 15 s latency runs before the first scenario, until the JVM's JIT compilers use under 0.5 s of CPU in one (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -31,15 +31,17 @@ const (
 // suite holds what every scenario shares: one Postgres, the relay binary
 // and, with -broker apache, the Apache Kafka node (see startApache).
 type suite struct {
-	o      options
-	log    io.Writer
-	pg     *pgtest.Server
-	kafka  *apachekafka.Cluster // nil with kfake
-	tmp    string
-	relay  string // built binary
-	recv   string // pg_recvlogical
-	schema string
-	seq    int
+	o     options
+	log   io.Writer
+	pg    *pgtest.Server
+	kafka *apachekafka.Cluster // nil with kfake
+	// warmJIT is the CPU the broker's JIT used in the last warm-up run.
+	warmJIT time.Duration
+	tmp     string
+	relay   string // built binary
+	recv    string // pg_recvlogical
+	schema  string
+	seq     int
 }
 
 func newSuite(ctx context.Context, o options, log io.Writer) (*suite, error) {
