@@ -34,9 +34,11 @@ vet:
 demo: build
 	$(GO) run ./cmd/outbox-relay-demo --relay $(BIN)
 
-## bench: the benchmark suite (see docs/benchmarks.md).
+## bench: the benchmark suite (see docs/benchmarks.md). BENCH_ARGS passes flags, e.g.
+## make bench BENCH_ARGS="-broker apache -scenarios drain,huge" (Apache Kafka needs Java 17+).
+BENCH_ARGS ?=
 bench:
-	$(GO) run ./bench
+	$(GO) run ./bench $(BENCH_ARGS)
 
 clean:
 	rm -rf bin

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -31,7 +30,9 @@ type latencyResult struct {
 	maxLat          time.Duration
 	relayCPU        time.Duration
 	relayRSS        int64
-	benchCPU        time.Duration
+	benchCPU        time.Duration // this process: the writer, the consumer (and kfake)
+	brokerCPU       time.Duration // the broker's process while the writer ran (see broker.cpu)
+	walsenderCPU    time.Duration // the relay's walsender, over its life
 	writeLagAtClose time.Duration
 	load            string
 	// relayP50/relayP99 bound the relay's commit-to-ack time (histogram
@@ -39,12 +40,13 @@ type latencyResult struct {
 	relayP50, relayP99 float64
 }
 
-// latencyScenario writes at a fixed rate while the relay runs, each row's
-// payload carrying its insert time, and a consumer measures how long after
-// the insert each record became readable.
-func (s *suite) latencyScenario(ctx context.Context) (latencyResult, error) {
-	res := latencyResult{rate: s.o.rate, rows: s.o.latencyRows, duration: s.o.duration}
-	broker, err := kafkatest.Start(kafkatest.Options{Partitions: partitions, Topics: []string{topic}})
+// latencyScenario writes at a fixed rate for d while the relay runs, each
+// row's payload carrying its insert time, and a consumer measures how long
+// after the insert each record became readable. With profileDir the relay
+// writes its CPU profile there.
+func (s *suite) latencyScenario(ctx context.Context, d time.Duration, profileDir string) (latencyResult, error) {
+	res := latencyResult{rate: s.o.rate, rows: s.o.latencyRows, duration: d}
+	broker, err := s.freshBroker(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -54,72 +56,194 @@ func (s *suite) latencyScenario(ctx context.Context) (latencyResult, error) {
 		return res, err
 	}
 	defer db.Close(s)
-
-	profile := ""
-	if s.o.profileDir != "" {
-		if err := os.MkdirAll(s.o.profileDir, 0o755); err != nil {
-			return res, err
-		}
-		if profile, err = filepath.Abs(filepath.Join(s.o.profileDir, "relay-latency.pprof")); err != nil {
-			return res, err
-		}
-	}
-	p, err := s.startRelay(ctx, db, db.relaySlot(0), broker.Addrs(), profile)
+	p, err := s.startLatencyRelay(ctx, db, broker.Addrs(), profileDir)
 	if err != nil {
 		return res, err
 	}
 	defer p.stop()
-	if err := waitReady(ctx, p); err != nil {
-		return res, err
-	}
-
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Addrs()...), kgo.ClientID("bench-latency"),
-		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(time.Second))
+	c, err := startLatencyConsumer(ctx, broker.Addrs())
 	if err != nil {
 		return res, err
 	}
-	defer cl.Close()
+	defer c.stop()
 
-	var mu sync.Mutex
-	var lats []time.Duration
-	seen := 0
-	cctx, stopConsumer := context.WithCancel(ctx)
-	defer stopConsumer()
-	consumed := make(chan struct{})
-	go func() {
-		defer close(consumed)
-		for cctx.Err() == nil {
-			fs := cl.PollFetches(cctx)
-			now := time.Now()
-			mu.Lock()
-			fs.EachRecord(func(r *kgo.Record) {
-				seen++
-				if ts, ok := insertTime(r.Value); ok {
-					lats = append(lats, now.Sub(ts))
-				}
-			})
-			mu.Unlock()
+	bench0 := selfCPU()
+	broker0, err := broker.cpu()
+	if err != nil {
+		return res, err
+	}
+	if err := s.writeAtRate(ctx, db, &res); err != nil {
+		return res, err
+	}
+	if err := c.waitFor(ctx, res.written); err != nil {
+		return res, err
+	}
+	res.benchCPU = selfCPU() - bench0
+	if res.brokerCPU, err = broker.cpu(); err != nil {
+		return res, err
+	}
+	res.brokerCPU -= broker0
+	if err := res.sampleRelay(ctx, db, p); err != nil {
+		return res, err
+	}
+	lats, seen := c.stop()
+	res.seen = seen
+	if len(lats) == 0 {
+		return res, fmt.Errorf("no latency samples")
+	}
+	res.p50, res.p95, res.p99, res.maxLat = percentiles(lats)
+	return res, nil
+}
+
+// sampleRelay records the relay's CPU and peak RSS, its walsender's CPU,
+// the load average and the relay's own commit-to-ack quantiles, once every
+// event has been consumed.
+func (res *latencyResult) sampleRelay(ctx context.Context, db *database, p *relayProc) error {
+	var err error
+	if res.relayCPU, err = procCPU(p.pid()); err != nil {
+		return err
+	}
+	if res.relayRSS, err = procPeakRSS(p.pid()); err != nil {
+		return err
+	}
+	ws := &walsender{pool: db.pool, slot: db.relaySlot(0)}
+	ws.sample(ctx)
+	res.walsenderCPU = ws.cpu
+	res.load = loadAvg()
+	if q, err := relayQuantiles(p.metrics, .5, .99); err == nil {
+		res.relayP50, res.relayP99 = q[0], q[1]
+	}
+	return nil
+}
+
+// startLatencyRelay starts the relay on the scenario's slot (profiled into
+// profileDir/relay-latency.pprof when profileDir is set) and waits until it
+// is ready, so the writer's first rows do not measure the relay's start-up.
+func (s *suite) startLatencyRelay(ctx context.Context, db *database, brokers []string, profileDir string) (*relayProc, error) {
+	profile := ""
+	if profileDir != "" {
+		if err := os.MkdirAll(profileDir, 0o755); err != nil {
+			return nil, err
 		}
-	}()
+		var err error
+		if profile, err = filepath.Abs(filepath.Join(profileDir, "relay-latency.pprof")); err != nil {
+			return nil, err
+		}
+	}
+	p, err := s.startRelay(ctx, db, db.relaySlot(0), brokers, profile)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, p); err != nil {
+		_ = p.stop()
+		return nil, err
+	}
+	return p, nil
+}
 
+// latencyConsumer reads the topic from the start and records, for each
+// record carrying an insert time, how long ago that insert was. Its
+// goroutine runs until stop.
+type latencyConsumer struct {
+	cl        *kgo.Client
+	cancel    context.CancelFunc
+	consumed  chan struct{} // closed when the goroutine has returned
+	closeOnce sync.Once
+
+	mu   sync.Mutex
+	lats []time.Duration
+	seen int
+}
+
+func startLatencyConsumer(ctx context.Context, brokers []string) (*latencyConsumer, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID("bench-latency"),
+		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(time.Second))
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	c := &latencyConsumer{cl: cl, cancel: cancel, consumed: make(chan struct{})}
+	go c.run(cctx)
+	return c, nil
+}
+
+func (c *latencyConsumer) run(ctx context.Context) {
+	defer close(c.consumed)
+	for ctx.Err() == nil {
+		fs := c.cl.PollFetches(ctx)
+		now := time.Now()
+		c.mu.Lock()
+		fs.EachRecord(func(r *kgo.Record) {
+			c.seen++
+			if ts, ok := insertTime(r.Value); ok {
+				c.lats = append(c.lats, now.Sub(ts))
+			}
+		})
+		c.mu.Unlock()
+	}
+}
+
+// waitFor waits until the consumer has seen want records, for at most 30 s.
+func (c *latencyConsumer) waitFor(ctx context.Context, want int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c.mu.Lock()
+		n := c.seen
+		c.mu.Unlock()
+		if n >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("consumer saw %d of %d events 30s after the writer stopped", n, want)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// stop ends the goroutine, closes the client and returns the sorted
+// latencies and the records seen. It may be called again (a deferred call
+// after the scenario's own).
+func (c *latencyConsumer) stop() ([]time.Duration, int) {
+	c.cancel()
+	<-c.consumed
+	c.closeOnce.Do(c.cl.Close)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	slices.Sort(c.lats)
+	return c.lats, c.seen
+}
+
+// percentiles returns p50, p95, p99 and the maximum of sorted latencies.
+func percentiles(lats []time.Duration) (p50, p95, p99, maxLat time.Duration) {
+	pct := func(q float64) time.Duration { return lats[min(len(lats)-1, int(q*float64(len(lats))))] }
+	return pct(.50), pct(.95), pct(.99), lats[len(lats)-1]
+}
+
+// writeAtRate inserts res.rows-row transactions at res.rate events/s for
+// res.duration, each payload carrying its insert time (0 during the
+// warm-up), and records what it wrote and how far behind schedule it ended.
+func (s *suite) writeAtRate(ctx context.Context, db *database, res *latencyResult) error {
 	// The writer commits synchronously, as an application would: with
 	// pgtest's synchronous_commit=off a commit could wait up to
 	// wal_writer_delay before walsenders see it.
 	cfg, err := pgx.ParseConfig(db.url)
 	if err != nil {
-		return res, err
+		return err
 	}
 	cfg.RuntimeParams["synchronous_commit"] = "on"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return res, err
+		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	padding := pad(s.o.payload - len(`"ts": 1700000000000000000, `))
 	interval := time.Duration(float64(time.Second) * float64(res.rows) / float64(res.rate))
 	s.logf("latency: writing %d events/s in %d-row transactions for %s", res.rate, res.rows, res.duration)
-	bench0 := selfCPU()
 	start := time.Now()
 	next := start
 	for time.Since(start) < res.duration {
@@ -133,46 +257,13 @@ func (s *suite) latencyScenario(ctx context.Context) (latencyResult, error) {
 			       jsonb_build_object('ts', $3::bigint, 'seq', g + $2, 'pad', $4::text)
 			FROM generate_series(1, $1::int) g`, res.rows, res.written, tsValue(ts, measured), padding)
 		if err != nil {
-			return res, fmt.Errorf("write: %w", err)
+			return fmt.Errorf("write: %w", err)
 		}
 		res.written += res.rows
 		next = next.Add(interval)
 	}
 	res.writeLagAtClose = time.Since(next)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		n := seen
-		mu.Unlock()
-		if n >= res.written {
-			break
-		}
-		if time.Now().After(deadline) {
-			return res, fmt.Errorf("consumer saw %d of %d events 30s after the writer stopped", n, res.written)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	res.benchCPU = selfCPU() - bench0
-	if res.relayCPU, err = procCPU(p.pid()); err != nil {
-		return res, err
-	}
-	if res.relayRSS, err = procPeakRSS(p.pid()); err != nil {
-		return res, err
-	}
-	res.load = loadAvg()
-	if q, err := relayQuantiles(p.metrics, .5, .99); err == nil {
-		res.relayP50, res.relayP99 = q[0], q[1]
-	}
-	stopConsumer()
-	<-consumed
-	res.seen = seen
-	slices.Sort(lats)
-	if len(lats) == 0 {
-		return res, fmt.Errorf("no latency samples")
-	}
-	pct := func(q float64) time.Duration { return lats[min(len(lats)-1, int(q*float64(len(lats))))] }
-	res.p50, res.p95, res.p99, res.maxLat = pct(.50), pct(.95), pct(.99), lats[len(lats)-1]
-	return res, nil
+	return nil
 }
 
 // tsValue is the insert time in Unix nanoseconds, or 0 for warm-up rows.

@@ -1,9 +1,10 @@
 // Command bench is the outbox-relay benchmark suite (make bench). It starts
-// a throwaway Postgres and an in-process Kafka-protocol broker, writes
-// outbox backlogs with fast SQL, and measures the relay binary against
-// pg_recvlogical (pgoutput to /dev/null, the speed at which Postgres itself
-// decodes the slot) on the same backlog in the same run. See
-// docs/benchmarks.md for what each scenario means and the latest figures.
+// a throwaway Postgres and a broker (kfake in this process, or with
+// -broker apache one Apache Kafka node), writes outbox backlogs with fast
+// SQL, and measures the relay binary against pg_recvlogical (pgoutput to
+// /dev/null, the speed at which Postgres itself decodes the slot) on the
+// same backlog in the same run. See docs/benchmarks.md for what each
+// scenario means and the latest figures.
 package main
 
 import (
@@ -40,6 +41,8 @@ type options struct {
 	relayFirst   bool
 	runs         int
 	relayBin     string
+	broker       string // brokerKfake or brokerApache
+	brokerWarmup time.Duration
 }
 
 var allScenarios = []string{"drain", "huge", "latency", "payload"}
@@ -68,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer s.Close()
 
 	fmt.Fprintln(stdout, machine())
+	fmt.Fprintln(stdout, s.describeBroker())
 	var rows []result
 	var lat []latencyResult
 	for _, name := range o.scenarios {
@@ -85,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			rows = append(rows, r)
 		case "latency":
-			l, err := s.latencyScenario(ctx)
+			l, err := s.latencyScenario(ctx, o.duration, o.profileDir)
 			if err != nil {
 				return fmt.Errorf("latency: %w", err)
 			}
@@ -104,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return ctx.Err()
 		}
 	}
-	printResults(stdout, rows, lat)
+	printResults(stdout, rows, lat, s.brokerCPULabel())
 	return nil
 }
 
@@ -125,11 +129,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.payloadMax, "payload-max-bytes", 256<<20, "cap on events x payload per payload size (fewer events for large payloads)")
 	fs.IntVar(&o.loadConns, "load-conns", 2, "connections writing a backlog in parallel")
 	extra := fs.String("relay-args", "", "extra flags for outbox-relay run, space-separated (e.g. --kafka-linger=2ms)")
-	fs.StringVar(&o.profileDir, "profile", "", "directory for CPU profiles of the drain scenario (relay.pprof from the relay, bench.pprof from this process: the broker)")
+	fs.StringVar(&o.profileDir, "profile", "", "directory for CPU profiles of the drain scenario (relay.pprof from the relay, bench.pprof from this process: with kfake, the broker)")
 	fs.IntVar(&o.runs, "runs", 3, "drains of each backlog per reader (each from its own slot); the table shows the median")
 	fs.StringVar(&o.relayBin, "relay-bin", "", "an outbox-relay binary to measure instead of building ./cmd/outbox-relay (e.g. an older version)")
 	fs.BoolVar(&o.relayFirst, "relay-first", false, "drain with the relay before pg_recvlogical (default: pg_recvlogical first)")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "print where the relay's logs are and keep them")
+	fs.StringVar(&o.broker, "broker", brokerKfake, "the Kafka the relay produces to: kfake (in this process) or apache (one Apache Kafka node, a JVM started once for the whole run; needs Java 17+)")
+	fs.DurationVar(&o.brokerWarmup, "broker-warmup", 3*time.Minute, "with -broker apache: at most this long of unmeasured 15 s latency runs before the first scenario, until the JVM's JIT compilers use under 0.5 s of CPU in one (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -149,6 +155,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return o, fmt.Errorf("--payload-sizes: %q is not a size of at least 40 bytes", f)
 		}
 		o.payloadSizes = append(o.payloadSizes, v)
+	}
+	if o.broker != brokerKfake && o.broker != brokerApache {
+		return o, fmt.Errorf("-broker %q: use %s or %s", o.broker, brokerKfake, brokerApache)
 	}
 	o.relayArgs = strings.Fields(*extra)
 	if o.n < 1 || o.hugeN < 1 || o.txRows < 1 || o.rate < 1 || o.latencyRows < 1 || o.loadConns < 1 || o.runs < 1 || o.payload < 40 {

@@ -21,7 +21,14 @@ const clockTicks = 100
 
 // procCPU is the user+system CPU a live process has used so far.
 func procCPU(pid int) (time.Duration, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return statCPU(fmt.Sprintf("/proc/%d/stat", pid))
+}
+
+// statCPU reads utime+stime from a stat file: /proc/<pid>/stat for a
+// process, /proc/<pid>/task/<tid>/stat for one of its threads
+// (/proc/<tid>/stat would count the whole process).
+func statCPU(path string) (time.Duration, error) {
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -29,19 +36,40 @@ func procCPU(pid int) (time.Duration, error) {
 	// count from the last ')'.
 	i := bytes.LastIndexByte(raw, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+		return 0, fmt.Errorf("parse %s", path)
 	}
 	f := strings.Fields(string(raw[i+1:]))
 	if len(f) < 13 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+		return 0, fmt.Errorf("parse %s", path)
 	}
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+		return 0, fmt.Errorf("parse %s", path)
 	}
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// jitCPU is the user+system CPU the JVM pid's JIT compiler threads
+// (C1 CompilerThreadN, C2 CompilerThreadN) have used so far.
+func jitCPU(pid int) (time.Duration, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, t := range tasks {
+		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, t.Name())
+		comm, err := os.ReadFile(dir + "comm")
+		if err != nil || !bytes.Contains(comm, []byte(" CompilerThre")) {
+			continue // a thread that exited since ReadDir, or not a compiler
+		}
+		if cpu, err := statCPU(dir + "stat"); err == nil {
+			total += cpu
+		}
+	}
+	return total, nil
 }
 
 // procPeakRSS is VmHWM, the highest resident set size so far, in bytes.

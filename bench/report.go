@@ -31,32 +31,57 @@ func machine() string {
 	return fmt.Sprintf("machine: %d CPUs (%s), %s RAM, %s %s/%s", runtime.NumCPU(), model, mem, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
-func printResults(w io.Writer, rows []result, lat []latencyResult) {
+// printResults prints the tables; brokerCPU is the broker CPU column's
+// header, which says whose CPU it is (see suite.brokerCPULabel).
+func printResults(w io.Writer, rows []result, lat []latencyResult, brokerCPU string) {
 	if len(rows) > 0 {
-		fmt.Fprintf(w, "\nBacklog scenarios (same backlog, same run, median of %d; relay = separate process, acks=all, idempotent):\n", rows[0].runs)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "scenario\tevents\tpayload B\trecvlogical s\trecvlogical ev/s\trelay s\trelay ev/s\tratio\trelay MB/s\tpeak RSS MB\trelay CPU s/100k\twalsender CPU s (recv/relay)\tbroker CPU s\tload\t")
-		for _, r := range rows {
-			mbps := r.backlog.payloadBytes * float64(r.backlog.events) / r.relay.elapsed.Seconds() / 1e6
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.0f\t%.2f\t%.0f\t%.2fx\t%.1f\t%.1f\t%.2f\t%.1f / %.1f\t%.1f\t%s\t\n",
-				r.name, r.backlog.events, r.backlog.payloadBytes,
-				r.recv.elapsed.Seconds(), r.rate(r.recv),
-				r.relay.elapsed.Seconds(), r.rate(r.relay), r.ratio(), mbps,
-				mb(r.relay.peakRSS), r.relay.cpu.Seconds()*100000/float64(r.backlog.events),
-				r.recv.walsender.Seconds(), r.relay.walsender.Seconds(), r.relay.benchCPU.Seconds(), r.load)
-		}
-		tw.Flush()
+		printBacklogs(w, rows, brokerCPU)
 	}
 	for _, l := range lat {
-		fmt.Fprintf(w, "\nSteady state: %d events/s in %d-row transactions for %s (first %s excluded), insert -> readable by a consumer:\n",
-			l.rate, l.rows, l.duration, warmup)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "written\tconsumed\tp50 ms\tp95 ms\tp99 ms\tmax ms\tpeak RSS MB\trelay CPU s/100k\tbroker+writer+consumer CPU s\twriter behind at end ms\trelay commit->ack p50/p99 ms (bucket bound)\tload\t")
-		fmt.Fprintf(tw, "%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t<=%.1f / <=%.1f\t%s\t\n",
-			l.written, l.seen, ms(l.p50), ms(l.p95), ms(l.p99), ms(l.maxLat), mb(l.relayRSS),
-			l.relayCPU.Seconds()*100000/float64(l.written), l.benchCPU.Seconds(), ms(max(0, l.writeLagAtClose)), l.relayP50*1000, l.relayP99*1000, l.load)
-		tw.Flush()
+		printLatency(w, l, brokerCPU)
 	}
+}
+
+func printBacklogs(w io.Writer, rows []result, brokerCPU string) {
+	fmt.Fprintf(w, "\nBacklog scenarios (same backlog, same run, median of %d; relay = separate process, acks=all, idempotent):\n", rows[0].runs)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "scenario\tevents\tpayload B\trecvlogical s\trecvlogical ev/s\trelay s\trelay ev/s\tratio\trelay MB/s\tpeak RSS MB\trelay CPU s/100k\twalsender CPU s (recv/relay)\t%s\tbroker share\tload\t\n", brokerCPU)
+	for _, r := range rows {
+		mbps := r.backlog.payloadBytes * float64(r.backlog.events) / r.relay.elapsed.Seconds() / 1e6
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.0f\t%.2f\t%.0f\t%.2fx\t%.1f\t%.1f\t%.2f\t%.1f / %.1f\t%.1f\t%.0f%%\t%s\t\n",
+			r.name, r.backlog.events, r.backlog.payloadBytes,
+			r.recv.elapsed.Seconds(), r.rate(r.recv),
+			r.relay.elapsed.Seconds(), r.rate(r.relay), r.ratio(), mbps,
+			mb(r.relay.peakRSS), r.relay.cpu.Seconds()*100000/float64(r.backlog.events),
+			r.recv.walsender.Seconds(), r.relay.walsender.Seconds(), r.relay.brokerCPU.Seconds(),
+			100*share(r.relay.brokerCPU, r.relay.cpu, r.relay.walsender), r.load)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "broker share = broker CPU / (relay + its walsender + broker CPU) during the relay's run")
+}
+
+func printLatency(w io.Writer, l latencyResult, brokerCPU string) {
+	fmt.Fprintf(w, "\nSteady state: %d events/s in %d-row transactions for %s (first %s excluded), insert -> readable by a consumer:\n",
+		l.rate, l.rows, l.duration, warmup)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "written\tconsumed\tp50 ms\tp95 ms\tp99 ms\tmax ms\tpeak RSS MB\trelay CPU s/100k\trelay CPU s\twalsender CPU s\t%s\tbroker share\tbench process CPU s\twriter behind at end ms\trelay commit->ack p50/p99 ms (bucket bound)\tload\t\n", brokerCPU)
+	fmt.Fprintf(tw, "%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t%.1f\t%.0f%%\t%.1f\t%.1f\t<=%.1f / <=%.1f\t%s\t\n",
+		l.written, l.seen, ms(l.p50), ms(l.p95), ms(l.p99), ms(l.maxLat), mb(l.relayRSS),
+		l.relayCPU.Seconds()*100000/float64(l.written), l.relayCPU.Seconds(), l.walsenderCPU.Seconds(),
+		l.brokerCPU.Seconds(), 100*share(l.brokerCPU, l.relayCPU, l.walsenderCPU), l.benchCPU.Seconds(),
+		ms(max(0, l.writeLagAtClose)), l.relayP50*1000, l.relayP99*1000, l.load)
+	tw.Flush()
+	fmt.Fprintln(w, "relay and walsender CPU: over the relay's life; broker and bench process CPU: while the writer ran and the consumer caught up")
+}
+
+// share is broker / (broker + relay + walsender): the broker's part of the
+// CPU the delivery path used.
+func share(broker, relay, walsender time.Duration) float64 {
+	total := broker + relay + walsender
+	if total <= 0 {
+		return 0
+	}
+	return float64(broker) / float64(total)
 }
 
 // loadAvg is the 1-minute load average: above the CPU count, something

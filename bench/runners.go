@@ -27,7 +27,7 @@ type readerRun struct {
 	cpu       time.Duration // the reader process
 	peakRSS   int64
 	walsender time.Duration // the Postgres backend decoding for it
-	benchCPU  time.Duration // this process (the broker) during the run
+	brokerCPU time.Duration // the broker's process during the run (see broker.cpu)
 }
 
 // runRecvlogical times pg_recvlogical from start until it has received the
@@ -184,16 +184,19 @@ func (c *counter) count(ctx context.Context) (int64, error) {
 
 // runRelay times the relay from process start until the broker holds
 // want records, and samples its CPU and peak RSS at that moment.
-func (s *suite) runRelay(ctx context.Context, db *database, slot string, brokers []string, want int64, profile string) (readerRun, error) {
+func (s *suite) runRelay(ctx context.Context, db *database, slot string, b broker, want int64, profile string) (readerRun, error) {
 	var r readerRun
-	c, err := newCounter(brokers)
+	c, err := newCounter(b.Addrs())
 	if err != nil {
 		return r, err
 	}
 	defer c.Close()
 	ws := &walsender{pool: db.pool, slot: slot}
-	bench0 := selfCPU()
-	p, err := s.startRelay(ctx, db, slot, brokers, profile)
+	broker0, err := b.cpu()
+	if err != nil {
+		return r, err
+	}
+	p, err := s.startRelay(ctx, db, slot, b.Addrs(), profile)
 	if err != nil {
 		return r, err
 	}
@@ -220,7 +223,10 @@ func (s *suite) runRelay(ctx context.Context, db *database, slot string, brokers
 		}
 		if n >= want {
 			r.elapsed = time.Since(p.started)
-			r.benchCPU = selfCPU() - bench0
+			if r.brokerCPU, err = b.cpu(); err != nil {
+				return r, err
+			}
+			r.brokerCPU -= broker0
 			if r.cpu, err = procCPU(p.pid()); err != nil {
 				return r, err
 			}

@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
-
-	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 )
 
 // result is one backlog scenario: both readers on the same backlog, the
@@ -24,8 +22,8 @@ type result struct {
 // backlogScenario writes n events (perTx rows per transaction) while no
 // reader runs, then drains it --runs times with pg_recvlogical and with
 // the relay, alternating, each from its own slot (and the relay into a
-// fresh broker). pg_recvlogical goes first in each pair unless
-// --relay-first.
+// fresh broker: see freshBroker). pg_recvlogical goes first in each pair
+// unless --relay-first.
 func (s *suite) backlogScenario(ctx context.Context, name string, n, perTx, size int, profileDir string) (result, error) {
 	res := result{name: name, runs: s.o.runs}
 	db, err := s.newDatabase(ctx, name, s.o.runs)
@@ -78,11 +76,11 @@ func (s *suite) backlogScenario(ctx context.Context, name string, n, perTx, size
 	return res, nil
 }
 
-// drainRelay runs the relay on slot into a fresh broker until all n events
-// are acked; with profileDir it writes CPU profiles of the relay and of
-// this process (the broker) there.
+// drainRelay runs the relay on slot into a fresh broker (an empty topic)
+// until all n events are acked; with profileDir it writes CPU profiles of
+// the relay and of this process (with kfake: the broker) there.
 func (s *suite) drainRelay(ctx context.Context, db *database, slot string, n int, profileDir string) (readerRun, error) {
-	broker, err := kafkatest.Start(kafkatest.Options{Partitions: partitions, Topics: []string{topic}})
+	broker, err := s.freshBroker(ctx)
 	if err != nil {
 		return readerRun{}, err
 	}
@@ -103,7 +101,7 @@ func (s *suite) drainRelay(ctx context.Context, db *database, slot string, n int
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return s.runRelay(ctx, db, slot, broker.Addrs(), int64(n), relayProfile)
+	return s.runRelay(ctx, db, slot, broker, int64(n), relayProfile)
 }
 
 // median is the run with the median elapsed time (the lower middle one

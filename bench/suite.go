@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/outbox-relay/outbox-relay/internal/apachekafka"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"golang.org/x/sync/errgroup"
 )
@@ -27,16 +28,20 @@ const (
 	partitions  = 3
 )
 
-// suite holds what every scenario shares: one Postgres, the relay binary.
+// suite holds what every scenario shares: one Postgres, the relay binary
+// and, with -broker apache, the Apache Kafka node (see startApache).
 type suite struct {
-	o      options
-	log    io.Writer
-	pg     *pgtest.Server
-	tmp    string
-	relay  string // built binary
-	recv   string // pg_recvlogical
-	schema string
-	seq    int
+	o     options
+	log   io.Writer
+	pg    *pgtest.Server
+	kafka *apachekafka.Cluster // nil with kfake
+	// warmJIT is the CPU the broker's JIT used in the last warm-up run.
+	warmJIT time.Duration
+	tmp     string
+	relay   string // built binary
+	recv    string // pg_recvlogical
+	schema  string
+	seq     int
 }
 
 func newSuite(ctx context.Context, o options, log io.Writer) (*suite, error) {
@@ -84,10 +89,24 @@ func newSuite(ctx context.Context, o options, log io.Writer) (*suite, error) {
 		return nil, err
 	}
 	s.schema = string(schema)
+	if o.broker == brokerApache {
+		s.logf("starting Apache Kafka")
+		if s.kafka, err = startApache(ctx, s.logf); err != nil {
+			s.Close()
+			return nil, err
+		}
+		if err := s.warmUp(ctx, o.brokerWarmup); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
 func (s *suite) Close() {
+	if s.kafka != nil {
+		s.kafka.Close()
+	}
 	if s.pg != nil {
 		s.pg.Close()
 	}
