@@ -40,5 +40,15 @@ BENCH_ARGS ?=
 bench:
 	$(GO) run ./bench $(BENCH_ARGS)
 
+## fmt: gofmt every Go file in place (make vet fails on unformatted files).
+fmt:
+	gofmt -w $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
+
+## fuzz: the decoder and topic-template fuzzers, FUZZTIME each (default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./replication/
+	$(GO) test -run '^$$' -fuzz '^FuzzTopicTemplate$$' -fuzztime $(FUZZTIME) ./route/
+
 clean:
 	rm -rf bin
