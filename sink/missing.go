@@ -10,8 +10,8 @@ import (
 	"github.com/IBM/sarama"
 )
 
-// maxMissingTopics bounds MissingTopics; past it the topic found missing
-// longest ago is forgotten (a later record to it starts a new wait).
+// maxMissingTopics bounds MissingTopics; past it a topic is forgotten (a
+// later record to it starts a new wait), see evict.
 const maxMissingTopics = 1000
 
 // MissingTopics remembers since when each topic Kafka does not know has
@@ -46,14 +46,15 @@ func WithMissingTopics(m *MissingTopics) Option {
 }
 
 // missingFor notes that topic was found missing at now and returns how
-// long it has been missing: 0 the first time.
-func (m *MissingTopics) missingFor(topic string, now time.Time) time.Duration {
+// long it has been missing: 0 the first time. wait is the topic wait, for
+// choosing what to forget when full.
+func (m *MissingTopics) missingFor(topic string, now time.Time, wait time.Duration) time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	first, ok := m.since[topic]
 	if !ok {
 		if len(m.since) >= maxMissingTopics {
-			m.forgetOldest()
+			m.evict(now, wait)
 		}
 		m.since[topic], first = now, now
 		m.n.Store(int64(len(m.since)))
@@ -61,17 +62,25 @@ func (m *MissingTopics) missingFor(topic string, now time.Time) time.Duration {
 	return max(now.Sub(first), 0)
 }
 
-// forgetOldest drops the topic found missing longest ago: most likely one
-// already past its wait. Called with mu held, only when the map is full.
-func (m *MissingTopics) forgetOldest() {
-	var oldest string
-	var at time.Time
+// evict drops one topic to make room: one already past its wait when
+// there is one (its records are final already; a later one waits anew),
+// else the one found missing last. Never the one found missing first while
+// it waits: a session ends at its first missing topic in WAL order, the
+// oldest entry, and forgetting it would restart its wait every session, so
+// it would never end. Called with mu held, only when the map is full.
+func (m *MissingTopics) evict(now time.Time, wait time.Duration) {
+	var newest string
+	var newestAt time.Time
 	for t, since := range m.since {
-		if at.IsZero() || since.Before(at) {
-			oldest, at = t, since
+		if now.Sub(since) >= wait {
+			delete(m.since, t)
+			return
+		}
+		if newestAt.IsZero() || since.After(newestAt) {
+			newest, newestAt = t, since
 		}
 	}
-	delete(m.since, oldest)
+	delete(m.since, newest)
 }
 
 // found forgets topic: a record to it was acked.
@@ -96,7 +105,7 @@ func waitForTopic(m *MissingTopics, wait time.Duration, topic string, err error,
 	if wait <= 0 || !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
 		return err
 	}
-	missing := m.missingFor(topic, now)
+	missing := m.missingFor(topic, now, wait)
 	if missing >= wait {
 		return fmt.Errorf("%w (the topic has been missing for %s; the topic wait is %s)", err, roundWait(missing), wait)
 	}

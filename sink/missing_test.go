@@ -72,26 +72,34 @@ func TestTopicWait(t *testing.T) {
 }
 
 // TestMissingTopicsAreBounded: topic names come from row values, so the
-// memory of missing topics must not grow without bound. Past the bound the
-// topic found missing longest ago is forgotten.
+// memory of missing topics must not grow without bound. Past the bound a
+// topic past its wait is forgotten first, else the newest: never the
+// oldest while it still waits (TestTopicWaitEndsWithManyMissingTopics).
 func TestMissingTopicsAreBounded(t *testing.T) {
 	m := NewMissingTopics()
 	t0 := time.Now()
+	const wait = time.Minute
 	for i := range maxMissingTopics + 10 {
-		m.missingFor(fmt.Sprintf("t%d", i), t0.Add(time.Duration(i)*time.Millisecond))
+		m.missingFor(fmt.Sprintf("t%d", i), t0.Add(time.Duration(i)*time.Millisecond), wait)
 	}
 	if n := len(m.since); n != maxMissingTopics || m.n.Load() != int64(n) {
 		t.Fatalf("%d topics remembered (count %d), want the bound %d", n, m.n.Load(), maxMissingTopics)
 	}
 	for i := range 10 {
-		if _, ok := m.since[fmt.Sprintf("t%d", i)]; ok {
-			t.Errorf("t%d, among the oldest, is still remembered", i)
+		if _, ok := m.since[fmt.Sprintf("t%d", i)]; !ok {
+			t.Errorf("t%d, among the oldest and still waiting, was forgotten", i)
 		}
 	}
+	// Past the wait, the topics whose wait is over make room first.
 	late := t0.Add(time.Hour)
-	if got := m.missingFor(fmt.Sprintf("t%d", maxMissingTopics+9), late); got != late.Sub(t0.Add(time.Duration(maxMissingTopics+9)*time.Millisecond)) {
-		t.Errorf("the newest topic lost its clock: missing for %s", got)
+	m.missingFor("fresh", late, wait)
+	if _, ok := m.since["fresh"]; !ok || len(m.since) != maxMissingTopics {
+		t.Errorf("a new topic past the others' waits: remembered %v, %d topics", ok, len(m.since))
 	}
+	if got := m.missingFor("t5", late, wait); got != late.Sub(t0.Add(5*time.Millisecond)) {
+		t.Errorf("an old topic lost its clock: missing for %s", got)
+	}
+	m.found("fresh")
 	for i := range maxMissingTopics + 10 {
 		m.found(fmt.Sprintf("t%d", i))
 	}
@@ -109,7 +117,7 @@ func TestMissingTopicsConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range 500 {
 				topic := fmt.Sprintf("t%d", (g*7+i)%50)
-				m.missingFor(topic, time.Now())
+				m.missingFor(topic, time.Now(), time.Minute)
 				if i%3 == 0 {
 					m.found(topic)
 				}
@@ -186,5 +194,37 @@ func produceOne(ctx context.Context, t *testing.T, cfg Config, missing *MissingT
 	case <-ctx.Done():
 		t.Fatalf("no report for the record to %q", topic)
 		return nil
+	}
+}
+
+// Pins the bound on MissingTopics forgetting the very topic that holds
+// the relay: a session ends at its first missing topic (in WAL order, the
+// oldest), and the sink notes every other missing topic of the in-flight
+// window as its records fail. With more than maxMissingTopics of them
+// (routing by a column with many values, auto-create off), each session
+// evicts the oldest entry, which is that first topic, so its next failure
+// starts its wait over: the wait never ends, the relay reconnects and
+// resends forever, and neither halts nor dead-letters.
+func TestTopicWaitEndsWithManyMissingTopics(t *testing.T) {
+	const wait = time.Minute
+	unknown := fmt.Errorf("topic: %w", sarama.ErrUnknownTopicOrPartition)
+	m := NewMissingTopics()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for session := range 30 {
+		now := t0.Add(time.Duration(session) * 5 * time.Second)
+		// The window fails in WAL order: the blocking topic first.
+		first := waitForTopic(m, wait, "outbox.event.t0", unknown, now)
+		if now.Sub(t0) >= wait {
+			if IsRetriable(first) {
+				var tw *TopicWaitError
+				errors.As(first, &tw)
+				t.Fatalf("session %d, %s after the topic first went missing: still waiting (missing for %s by the sink's count): "+
+					"the wait restarts every session and never ends", session, now.Sub(t0), tw.Missing)
+			}
+			return
+		}
+		for i := 1; i <= maxMissingTopics+200; i++ {
+			waitForTopic(m, wait, fmt.Sprintf("outbox.event.t%d", i), unknown, now.Add(time.Duration(i)*time.Microsecond))
+		}
 	}
 }
