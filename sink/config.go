@@ -137,6 +137,29 @@ func field(name, format string, args ...any) error {
 	return &outboxrelay.FieldError{Pkg: "sink", Field: name, Problem: fmt.Sprintf(format, args...)}
 }
 
+// limitErrors are the sizes and durations sarama's own Validate would
+// refuse, checked here so the error names this Config's field (and so the
+// flag) and comes with every other problem at once.
+func (c Config) limitErrors() []error {
+	var errs []error
+	if c.MaxMessageBytes <= 0 {
+		errs = append(errs, field("MaxMessageBytes", "%d: must be positive", c.MaxMessageBytes))
+	}
+	if c.Timeout <= 0 {
+		errs = append(errs, field("Timeout", "%s: must be positive", c.Timeout))
+	}
+	if c.Linger < 0 {
+		errs = append(errs, field("Linger", "%s: use 0 (send when the previous request returns) or a positive duration", c.Linger))
+	}
+	if c.Linger > 0 && c.BatchBytes <= 0 {
+		errs = append(errs, field("BatchBytes", "%d: must be positive when Linger is set", c.BatchBytes))
+	}
+	if c.SASL.Mechanism != "" && c.SASL.Password == "" {
+		errs = append(errs, field("SASL.Password", "SASL needs a password"))
+	}
+	return errs
+}
+
 // saramaConfig builds the producer configuration and refuses anything
 // outside the safe set.
 func (c Config) saramaConfig() (*sarama.Config, error) {
@@ -205,9 +228,11 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, c.limitErrors()...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	// What sarama refuses beyond the checks above names its own fields.
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka producer config: %w", err)
 	}
