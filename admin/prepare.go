@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
@@ -13,6 +14,9 @@ import (
 	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/replication"
 )
+
+// lookupTimeout bounds one partition lookup.
+const lookupTimeout = 5 * time.Second
 
 // Sessions prepares every replication session of one relay process
 // (replication.Preparer): the gap check, preflight, setup, the slot, the
@@ -118,8 +122,13 @@ func (p *Sessions) partitionLookup(ctx context.Context, conn *pgx.Conn, in Inspe
 	tn := p.cfg.TableName()
 	return func(relid uint32, namespace, name string, columns []string) (bool, error) {
 		rel := replication.TableName{Schema: namespace, Table: name}
+		// Not cancelled with the session: pgx closes a connection whose
+		// query is cancelled, and the final status update's record write
+		// needs it.
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+		defer cancel()
 		var partition bool
-		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) WHERE relid = $2::oid::regclass)`,
+		err := conn.QueryRow(qctx, `SELECT EXISTS (SELECT 1 FROM pg_partition_ancestors($1::oid::regclass) WHERE relid = $2::oid::regclass)`,
 			relid, in.TableOID).Scan(&partition)
 		if err != nil {
 			return false, fmt.Errorf("look up whether %s is a partition of %s: %w", rel, tn, err)

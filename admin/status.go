@@ -53,6 +53,9 @@ func ReadStatus(ctx context.Context, conn *pgx.Conn, cfg replication.Config) (St
 	}
 	s.Gap = checkpoint.DetectGap(cfg.Slot, s.Slot.Info(), s.Record, s.HasRecord, s.Slot.CurrentWAL)
 	s.Problems = statusProblems(cfg.Slot, s.Slot, s.Gap, checks)
+	if reason, halted := s.Record.Halted(); halted && s.HasRecord {
+		s.Problems = append(s.Problems, "the relay halted and refuses to start until --accept-gap: "+reason)
+	}
 	return s, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/replication"
 )
 
@@ -200,11 +201,11 @@ func (w *publicationWatch) judge(m membership, found, first bool) error {
 func (w *publicationWatch) lostError(problem string) error {
 	tn, pub := w.cfg.TableName(), replication.QuoteIdent(w.cfg.Publication)
 	since := w.verifiedAt.UTC().Format(time.RFC3339)
-	return &outboxrelay.ConfigError{
+	return &checkpoint.HaltError{Err: &outboxrelay.ConfigError{
 		Problem: fmt.Sprintf("%s (noticed at %s; last verified at %s, LSN %s). Rows inserted into %s after %s may never have been decoded: "+
 			"pgoutput skips rows written while a table is out of the publication, and the relay stopped without confirming past LSN %s",
 			problem, time.Now().UTC().Format(time.RFC3339), since, w.verifiedLSN, tn, since, w.verifiedLSN),
-		Fix: fmt.Sprintf("put the table back (ALTER PUBLICATION %s ADD TABLE %s; or outbox-relay setup), re-publish the rows of %s inserted since %s (re-insert them with new ids, or from a backup), then restart the relay",
+		Fix: fmt.Sprintf("put the table back (ALTER PUBLICATION %s ADD TABLE %s; or outbox-relay setup), re-publish the rows of %s inserted since %s (re-insert them with new ids, or from a backup), then start the relay once with --accept-gap",
 			pub, tn, tn, since),
-	}
+	}}
 }

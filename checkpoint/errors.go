@@ -28,3 +28,17 @@ func (e *GapError) config() *outboxrelay.ConfigError {
 			since, e.Gap.To),
 	}
 }
+
+// HaltError is a stop at a change that may have kept events out of the
+// slot (the outbox left its publication: pgoutput skips its rows at decode
+// time). The Keeper's Record hook keeps it in the durable record, so every
+// later start, in this process or another, refuses until an operator has
+// re-published the rows and starts once with --accept-gap. It unwraps to
+// its *outboxrelay.ConfigError, so the relay treats it as fatal.
+type HaltError struct {
+	Err *outboxrelay.ConfigError
+}
+
+func (e *HaltError) Error() string { return e.Err.Error() }
+
+func (e *HaltError) Unwrap() error { return e.Err }

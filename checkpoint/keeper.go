@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,11 @@ func (k *Keeper) Check(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return err
 	}
+	if reason, halted := rec.Halted(); halted {
+		if err := k.acceptHalt(ctx, conn, rec, reason); err != nil {
+			return err
+		}
+	}
 	cur, err := CurrentWAL(ctx, conn)
 	if err != nil {
 		return err
@@ -93,6 +99,22 @@ func (k *Keeper) Check(ctx context.Context, conn *pgx.Conn) error {
 	k.log.Warn().Str("kind", gap.Kind).Str("from", gap.From.String()).Str("to", gap.To.String()).
 		Msg("--accept-gap: going on past a gap; " + gap.Describe())
 	return k.accept(ctx, conn, gap, slot)
+}
+
+// acceptHalt refuses to start past a kept HaltError unless the operator
+// passed --accept-gap (used up here); then the record says so and stays
+// where it was.
+func (k *Keeper) acceptHalt(ctx context.Context, conn *pgx.Conn, rec Record, reason string) error {
+	if !k.acceptGap.CompareAndSwap(true, false) {
+		k.gaps.WithLabelValues("refused").Inc()
+		return &outboxrelay.ConfigError{
+			Problem: fmt.Sprintf("the relay halted earlier and its checkpoint record %s keeps why: %s", Table, reason),
+			Fix:     "re-publish the rows it names (docs/operations.md, 'Outbox left the publication'), then start once with --accept-gap",
+		}
+	}
+	k.gaps.WithLabelValues("accepted").Inc()
+	k.log.Warn().Str("halted_at", reason).Msg("--accept-gap: going on past an earlier halt")
+	return Reset(ctx, conn, k.slot, rec.LSN, MovedByAcceptGap)
 }
 
 // accept moves the record (and a lost slot) so the session goes on past gap.
@@ -154,6 +176,11 @@ func (k *Keeper) Recorder(conn *pgx.Conn, recorded outboxrelay.LSN, verify func(
 		// position it covers.
 		if verify != nil {
 			if err := verify(ctx, want); err != nil {
+				var he *HaltError
+				if errors.As(err, &he) {
+					// Kept, so no later start goes past it unseen.
+					err = errors.Join(err, MarkHalted(ctx, conn, k.slot, he.Err.Problem))
+				}
 				return 0, err
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,6 +49,12 @@ const (
 	MovedBySkip      = "slot skip"
 )
 
+// haltedPrefix starts MovedBy while the relay is halted at a HaltError.
+const haltedPrefix = "halted: "
+
+// maxHaltReason bounds the reason kept in MovedBy.
+const maxHaltReason = 2000
+
 // Record is the relay's record for one slot.
 type Record struct {
 	Slot      string
@@ -74,6 +81,23 @@ func EnsureTable(ctx context.Context, conn *pgx.Conn) error {
 			}
 		}
 		return fmt.Errorf("create the checkpoint table %s: %w", Table, err)
+	}
+	return nil
+}
+
+// Halted returns the reason the relay halted at, when it did (see
+// HaltError): the record then refuses every start until --accept-gap.
+func (r Record) Halted() (reason string, halted bool) {
+	return strings.CutPrefix(r.MovedBy, haltedPrefix)
+}
+
+// MarkHalted keeps reason in slot's record without moving it.
+func MarkHalted(ctx context.Context, conn *pgx.Conn, slot, reason string) error {
+	if r := []rune(reason); len(r) > maxHaltReason {
+		reason = string(r[:maxHaltReason]) + "..."
+	}
+	if _, err := conn.Exec(ctx, "UPDATE outbox_relay.checkpoint SET moved_by = $2 WHERE slot = $1", slot, haltedPrefix+reason); err != nil {
+		return fmt.Errorf("keep the halt in the checkpoint record of slot %q: %w", slot, err)
 	}
 	return nil
 }

@@ -161,6 +161,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		started := time.Now()
 		err := r.session(ctx)
 		if ctx.Err() != nil {
+			if isFatal(err) {
+				// Found while stopping (the final status update's check):
+				// it still needs a human.
+				r.setState(PhaseStopped, err.Error())
+				return err
+			}
 			r.setState(PhaseStopped, "")
 			return nil
 		}
