@@ -46,7 +46,7 @@ func NewKeeper(slot string, acceptGap bool, log zerolog.Logger, reg prometheus.R
 		}),
 		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_relay_checkpoint_gaps_total",
-			Help: "Gaps found at session start (slot missing, lost or moved past the record), by outcome (refused, accepted).",
+			Help: "Gaps found at session start (slot missing, lost or moved past the record) and starts past a kept halt, by outcome (refused, accepted).",
 		}, []string{"outcome"}),
 	}
 	k.acceptGap.Store(acceptGap)

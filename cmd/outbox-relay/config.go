@@ -55,7 +55,7 @@ func (o *options) registerOutput(fs *flag.FlagSet) {
 
 // registerGap adds the daemon's way past a reported gap.
 func (o *options) registerGap(fs *flag.FlagSet) {
-	fs.BoolVar(&o.acceptGap, "accept-gap", false, "start even though the slot skipped events behind the relay's back (see docs/operations.md, 'Gap report'); "+
+	fs.BoolVar(&o.acceptGap, "accept-gap", false, "start even though the slot skipped events behind the relay's back (see docs/operations.md, 'Gap report'), or past a halt the checkpoint record keeps; "+
 		"applies to one gap: pass it on the command line, once (refused from the environment and --config)")
 }
 
