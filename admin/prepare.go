@@ -68,7 +68,7 @@ func (p *Sessions) Prepare(ctx context.Context) (plan replication.Plan, err erro
 		return plan, err
 	}
 	plan = replication.Plan{
-		Start: slot.ConfirmedFlush, ServerVersion: in.ServerVersion, Relations: in.Relations,
+		Start: slot.ConfirmedFlush, Delivered: recorded, ServerVersion: in.ServerVersion, Relations: in.Relations,
 		Record: p.keeper.Recorder(conn, recorded, func(ctx context.Context, upTo outboxrelay.LSN) error {
 			return watch.verify(ctx, conn, upTo)
 		}),

@@ -39,7 +39,7 @@ func DefaultConfig() Config {
 		Publication:    "outbox_relay",
 		Slot:           "outbox_relay",
 		Route:          route.DefaultConfig(),
-		StatusInterval: 5 * time.Second,
+		StatusInterval: time.Second,
 		Create:         true,
 	}
 }

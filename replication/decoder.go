@@ -41,6 +41,10 @@ const (
 	SkippedTruncate   = "truncate"
 	SkippedOtherTable = "other_table"
 	SkippedMessage    = "logical_message"
+	// SkippedDelivered is an outbox row the durable record says an earlier
+	// session delivered (Plan.Delivered): Postgres resends it after its
+	// slot moved back.
+	SkippedDelivered = "delivered"
 )
 
 // relation is a table as the last Relation message described it.

@@ -22,6 +22,15 @@ type Plan struct {
 	// Relations are the outbox's relation ids (the table and, when it is
 	// partitioned, its partitions), so the decoder knows them by id.
 	Relations []uint32
+	// Delivered, when above Start, is where the relay's durable record
+	// stands: an earlier session had every event of the transactions whose
+	// commit record starts below it acked by Kafka, and confirmed them, but
+	// the slot moved back (Postgres restarted before it saved its
+	// position). The stream drops those transactions' events, as Postgres
+	// itself skips a transaction whose commit starts below the slot's
+	// position, and passes their commits, so they are confirmed at once
+	// instead of produced again.
+	Delivered outboxrelay.LSN
 	// Lookup decides once about a relation not among Relations (a
 	// partition attached since); nil when the outbox has no partitions.
 	Lookup OutboxMatcher

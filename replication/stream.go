@@ -10,8 +10,9 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/rs/zerolog"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
 // messageBuffer is how many decoded messages may wait for the relay. They
@@ -41,6 +42,9 @@ type Stream struct {
 	// last position a status update carried.
 	record func(ctx context.Context, want outboxrelay.LSN) (outboxrelay.LSN, error)
 	sent   outboxrelay.LSN
+	// delivered is the plan's Delivered: events of transactions committed
+	// below it are not handed on.
+	delivered outboxrelay.LSN
 }
 
 // New validates cfg and returns a Stream that prepares each session with
@@ -102,6 +106,11 @@ func (s *Stream) Run(ctx context.Context) error {
 		defer plan.Close()
 	}
 	s.record = plan.Record
+	if plan.Delivered > plan.Start {
+		s.delivered = plan.Delivered
+		s.log.Info().Str("slot_lsn", plan.Start.String()).Str("record_lsn", plan.Delivered.String()).
+			Msg("the slot is behind the relay's record (Postgres restarted before saving it): events of transactions committed below the record were delivered and are not sent again")
+	}
 	conn, err := s.connectReplication(ctx)
 	if err != nil {
 		return err
@@ -311,6 +320,10 @@ func (s *Stream) handle(ctx context.Context, conn *pgconn.PgConn, dec *Decoder, 
 		if ok {
 			if msg.Kind == KindEvent {
 				s.metrics.lastMessage.SetToCurrentTime()
+				if msg.Event.CommitLSN < s.delivered {
+					s.metrics.skipped.WithLabelValues(SkippedDelivered).Inc()
+					return nil
+				}
 			}
 			return s.emit(ctx, conn, msg, next)
 		}

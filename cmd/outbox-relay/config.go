@@ -82,7 +82,7 @@ func (o *options) registerPG(fs *flag.FlagSet) {
 // registerRun adds the daemon's flags.
 func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.BoolVar(&o.pg.Create, "create-missing", o.pg.Create, "create a missing publication and slot at start")
-	fs.DurationVar(&o.pg.StatusInterval, "status-interval", o.pg.StatusInterval, "how often the confirmed position is sent to Postgres (keep under wal_sender_timeout/2)")
+	fs.DurationVar(&o.pg.StatusInterval, "status-interval", o.pg.StatusInterval, "how often the confirmed position is recorded and sent to Postgres (keep under wal_sender_timeout/2); a relay crash resends at most about this much")
 	fs.StringVar(&o.kafkaBroker, "kafka-brokers", "", "Kafka bootstrap brokers, comma-separated host:port (required)")
 	fs.StringVar(&o.kafka.ClientID, "kafka-client-id", o.kafka.ClientID, "Kafka client id")
 	fs.StringVar(&o.kafka.Compression, "kafka-compression", o.kafka.Compression, "none, gzip, snappy, lz4 or zstd")

@@ -6,11 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/internal/faulttest"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func TestPostgresRestartMidStream(t *testing.T) {
@@ -101,4 +103,82 @@ func TestWALSenderTimeoutWithSlowBroker(t *testing.T) {
 	t.Logf("reader held by a slow broker for %s with wal_sender_timeout=%s; %v status updates sent",
 		blocked.Round(time.Millisecond), walSenderTimeout, run.Metric("outbox_relay_replication_status_updates_total"))
 	rep.Log(t, "slow broker, wal_sender_timeout=5s", 0)
+}
+
+// Before the fix, an immediate (crash-like) Postgres restart moved the
+// slot back to the position Postgres had last saved, and the relay sent
+// again every event from there, though its durable record said Kafka had
+// acked them: after a crash every event since the last checkpoint came
+// twice. Now events of transactions below the record are dropped, and
+// only what the record had not covered yet comes again.
+func TestPostgresCrashResendsNothingTheRecordCovers(t *testing.T) {
+	srv := pgtest.New(t, pgtest.Options{Settings: map[string]string{"synchronous_commit": "on"}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	env := relaytest.NewEnv(t, srv, kafkatest.Options{Partitions: 2})
+	cfg := env.Config()
+	run := relaytest.Start(t, cfg)
+	run.WaitReady(ctx, t)
+	// The slot's position on disk is saved here; the crash goes back to
+	// about this point (Postgres saves a slot again only at checkpoints
+	// and when its restart point moves).
+	if err := srv.Exec(ctx, "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
+	load := faulttest.StartLoad(env, 2*time.Millisecond)
+	load.WaitWritten(ctx, t, 600)
+	var recorded outboxrelay.LSN
+	if err := env.Pool.QueryRow(ctx, "SELECT lsn FROM outbox_relay.checkpoint WHERE slot = $1", cfg.Replication.Slot).Scan(&recorded); err != nil {
+		t.Fatalf("read the checkpoint record: %v", err)
+	}
+	if err := srv.Restart(ctx, "immediate"); err != nil {
+		t.Fatalf("restart postgres (immediate): %v", err)
+	}
+	env.Pool.Reset()
+	n := len(load.Written())
+	load.WaitWritten(ctx, t, n+300)
+	written := load.Stop()
+	faulttest.CheckAcknowledged(ctx, t, env, written)
+	rep := faulttest.Verify(ctx, t, env, cfg.Replication.Slot)
+
+	covered := 0
+	for _, w := range written {
+		if w.After > recorded {
+			continue
+		}
+		covered++
+		if d := rep.Dups[w.ID]; d > 0 {
+			t.Errorf("event %s (seq %d), committed by %s, at or below the record %s read before the crash, was sent %d more times",
+				w.ID, w.Seq, w.After, recorded, d)
+		}
+	}
+	skipped := metricWithLabel(t, run, "outbox_relay_replication_skipped_changes_total", "kind", "delivered")
+	if skipped == 0 {
+		t.Fatalf("the slot did not move back below the record %s in the crash (no delivered event skipped): the test proved nothing", recorded)
+	}
+	t.Logf("%d events covered by the record before the crash; %v resent by Postgres and dropped; %d duplicates in all (what the record had not covered yet)",
+		covered, skipped, rep.Duplicates)
+	rep.Log(t, "postgres crash (immediate restart): the record skips what was delivered", 0)
+}
+
+// metricWithLabel is one labelled sample of a counter, or 0.
+func metricWithLabel(t *testing.T, run *relaytest.Running, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := run.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
