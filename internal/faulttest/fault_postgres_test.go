@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
+	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/faulttest"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
@@ -127,10 +128,21 @@ func TestPostgresCrashResendsNothingTheRecordCovers(t *testing.T) {
 	}
 	load := faulttest.StartLoad(env, 2*time.Millisecond)
 	load.WaitWritten(ctx, t, 600)
-	var recorded outboxrelay.LSN
-	if err := env.Pool.QueryRow(ctx, "SELECT lsn FROM outbox_relay.checkpoint WHERE slot = $1", cfg.Replication.Slot).Scan(&recorded); err != nil {
-		t.Fatalf("read the checkpoint record: %v", err)
+	record := func() outboxrelay.LSN {
+		var lsn outboxrelay.LSN
+		if err := env.Pool.QueryRow(ctx, "SELECT lsn FROM outbox_relay.checkpoint WHERE slot = $1", cfg.Replication.Slot).Scan(&lsn); err != nil {
+			t.Fatalf("read the checkpoint record: %v", err)
+		}
+		return lsn
 	}
+	// The crash must find events delivered past the saved slot position:
+	// wait until the record covers the first 300 (a slow first produce, as
+	// to a topic Apache Kafka creates on first use, would leave none).
+	covers := load.Written()[299].After
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool { return record() >= covers }) {
+		t.Fatalf("the record never covered the first 300 events (by %s): at %s", covers, record())
+	}
+	recorded := record()
 	if err := srv.Restart(ctx, "immediate"); err != nil {
 		t.Fatalf("restart postgres (immediate): %v", err)
 	}
