@@ -247,6 +247,12 @@ func checkColumns(ctx context.Context, conn *pgx.Conn, cfg replication.Config, t
 			want = append(want, struct{ flag, col string }{"--topic", c})
 		}
 	}
+	for _, f := range rt.Fields {
+		want = append(want, struct{ flag, col string }{"--field " + f.String(), f.Column})
+	}
+	if rt.TimestampColumn != "" && (!rt.TimestampOptional || cols[rt.TimestampColumn] != (colInfo{})) {
+		want = append(want, struct{ flag, col string }{"--timestamp-column", rt.TimestampColumn})
+	}
 	checked := map[string]bool{}
 	for _, w := range want {
 		if w.col == "" || checked[w.col] {

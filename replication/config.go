@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
@@ -92,4 +93,15 @@ type Option func(*Stream)
 // WithLogger sets the logger; the default discards.
 func WithLogger(l zerolog.Logger) Option {
 	return func(s *Stream) { s.log = l.With().Str("component", "replication").Logger() }
+}
+
+// DefaultSource is the CloudEvents source when Route.Source is empty: the
+// database ConnString names and the table, /<database>/<schema>/<table>.
+func (c Config) DefaultSource() string {
+	var db string
+	if pc, err := pgconn.ParseConfig(c.ConnString); err == nil {
+		db = pc.Database
+	}
+	tn := c.TableName()
+	return route.DeriveSource(db, tn.Schema, tn.Table)
 }

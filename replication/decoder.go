@@ -74,6 +74,9 @@ type Decoder struct {
 // NewDecoder returns a Decoder for cfg's table and routing. onSkip, if not
 // nil, is told of every change it skips.
 func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
+	if cfg.Route.Source == "" {
+		cfg.Route.Source = cfg.DefaultSource()
+	}
 	mapper, err := route.New(cfg.Route)
 	if err != nil {
 		return nil, err

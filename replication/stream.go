@@ -209,6 +209,10 @@ func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 		return nil, &outboxrelay.ConfigError{Problem: fmt.Sprintf("parse --pg-url: %v", err), Fix: "use a libpq URL like postgres://user:pass@host:5432/db"}
 	}
 	cfg.RuntimeParams["replication"] = "database"
+	// pgoutput renders values with the walsender's output functions: ISO
+	// dates are what a timestamp column (route.Config.TimestampColumn) is
+	// parsed as, whatever the server's default DateStyle.
+	cfg.RuntimeParams["datestyle"] = "ISO, MDY"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open replication connection: %w", err)

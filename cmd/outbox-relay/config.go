@@ -14,6 +14,7 @@ import (
 
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/route"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -32,6 +33,7 @@ type options struct {
 
 	output    string // table or json, for the operator commands
 	acceptGap bool
+	preset    string // --preset: a route.Preset name, applied in parse
 
 	flags *flag.FlagSet // the parsed flags, to name them in config errors
 }
@@ -75,6 +77,15 @@ func (o *options) registerPG(fs *flag.FlagSet) {
 	fs.StringVar(&o.pg.Route.Columns.EventType, "event-type-column", o.pg.Route.Columns.EventType, "event type column")
 	fs.StringVar(&o.pg.Route.Columns.Payload, "payload-column", o.pg.Route.Columns.Payload, "payload column (jsonb, json, text, varchar or bytea)")
 	fs.StringVar(&o.pg.Route.Columns.Headers, "headers-column", o.pg.Route.Columns.Headers, "jsonb column whose string entries become record headers; '' for none")
+	fs.Var(presetFlag{&o.preset}, "preset", "start the routing flags from a preset: "+strings.Join(route.PresetNames(), ", ")+
+		" (Debezium's Outbox Event Router defaults, see docs/migrating-from-debezium.md); flags you set win")
+	fs.BoolVar(&o.pg.Route.TombstoneOnEmptyPayload, "tombstone-on-empty-payload", false,
+		"a NULL payload becomes a tombstone (null value, same key and headers) instead of an undeliverable event")
+	fs.Var((*fieldsFlag)(&o.pg.Route.Fields), "field", "place a column in every record: COLUMN:header[:ALIAS] or COLUMN:envelope[:ALIAS]; repeatable (comma-separated in the environment and the file)")
+	fs.StringVar(&o.pg.Route.TimestampColumn, "timestamp-column", "", "timestamptz, timestamp or bigint (epoch ms) column for the record timestamp; '' for the commit time")
+	fs.StringVar((*string)(&o.pg.Route.Envelope), "envelope", string(o.pg.Route.Envelope),
+		"none (the payload as stored), cloudevents (CloudEvents 1.0 Kafka binding, binary mode: ce_* headers) or json (one versioned JSON document); see README 'Envelopes'")
+	fs.StringVar(&o.pg.Route.Source, "cloudevents-source", "", "ce_source of --envelope cloudevents, a URI-reference; '' derives /<database>/<schema>/<table>")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn, error")
 }
@@ -123,7 +134,7 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 var consentFlags = map[string]bool{"accept-gap": true, "yes": true}
 
 // listFlags take comma-separated values; only they accept a YAML list.
-var listFlags = map[string]bool{"kafka-brokers": true}
+var listFlags = map[string]bool{"kafka-brokers": true, "field": true}
 
 // parse applies, in rising precedence, the file, the environment and the
 // command line. Unknown file keys are errors: a typo must not pass silently.
@@ -182,6 +193,9 @@ func parse(fs *flag.FlagSet, o *options, args []string, getenv func(string) stri
 			}
 		}
 	})
+	if len(errs) == 0 {
+		errs = append(errs, applyPreset(fs, o))
+	}
 	return errors.Join(errs...)
 }
 
