@@ -108,8 +108,10 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg replication.Config) (Ins
 	}
 
 	tn := cfg.TableName()
-	if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
-		return in, err
+	if !cfg.TableLess() {
+		if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
+			return in, err
+		}
 	}
 	// The slot before the publication: a missing publication may be
 	// created only for a slot that does not exist yet.
@@ -147,8 +149,10 @@ func PublicationChecks(ctx context.Context, conn *pgx.Conn, cfg replication.Conf
 		return nil, fmt.Errorf("read server version: %w", err)
 	}
 	tn := cfg.TableName()
-	if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
-		return nil, err
+	if !cfg.TableLess() {
+		if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkPublication(ctx, conn, cfg, tn, &in, add); err != nil {
 		return nil, err
@@ -313,6 +317,12 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, cfg replication.Confi
 		return nil
 	}
 	in.PublicationExists, in.PublishViaRoot = true, m.viaRoot
+	if cfg.TableLess() {
+		// Logical messages reach every publication's stream: no table to
+		// cover, no inserts to publish.
+		add(Check{Name: "publication", OK: true, Detail: fmt.Sprintf("publication %s exists (table-less outbox: logical messages only)", pub)})
+		return nil
+	}
 	add(verdict(Check{
 		Name: "publication table", OK: m.covered,
 		Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, tn),
@@ -404,6 +414,11 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, cfg replication.Config, in *
 // its own name, whatever partition holds them, now and after new
 // partitions are attached.
 func CreatePublicationSQL(cfg replication.Config) string {
+	if cfg.TableLess() {
+		// pgoutput needs a publication to start; a table-less outbox's
+		// messages reach it without any table.
+		return fmt.Sprintf("CREATE PUBLICATION %s WITH (publish = 'insert');", replication.QuoteIdent(cfg.Publication))
+	}
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert', publish_via_partition_root = true);",
 		replication.QuoteIdent(cfg.Publication), cfg.TableName())
 }

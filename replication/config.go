@@ -31,6 +31,10 @@ type Config struct {
 	StatusInterval time.Duration
 	// Create lets the stream create a missing publication and slot.
 	Create bool
+	// MessagePrefix, when set, makes transactional logical decoding
+	// messages with this prefix events (route.Messages): the table-less
+	// outbox. Table may then be empty: no outbox table at all.
+	MessagePrefix string
 }
 
 // DefaultConfig returns the defaults documented in outbox-relay run --help.
@@ -55,10 +59,16 @@ func (c Config) Validate() error {
 	if c.ConnString == "" {
 		field("ConnString", "a Postgres URL is required")
 	}
-	for _, f := range []struct{ name, value string }{{"Table", c.Table}, {"Publication", c.Publication}, {"Slot", c.Slot}} {
+	for _, f := range []struct{ name, value string }{{"Publication", c.Publication}, {"Slot", c.Slot}} {
 		if f.value == "" {
 			field(f.name, "must not be empty")
 		}
+	}
+	switch {
+	case c.Table == "" && c.MessagePrefix == "":
+		field("Table", "must not be empty (only a table-less outbox, with a message prefix, has none)")
+	case c.Table == "" && (len(c.Route.Fields) > 0 || c.Route.TimestampColumn != ""):
+		field("Table", "is empty, but columns are placed (fields, timestamp column): logical messages have no columns to place")
 	}
 	if c.StatusInterval <= 0 {
 		field("StatusInterval", "%s: must be positive", c.StatusInterval)
@@ -98,10 +108,22 @@ func WithLogger(l zerolog.Logger) Option {
 // DefaultSource is the CloudEvents source when Route.Source is empty: the
 // database ConnString names and the table, /<database>/<schema>/<table>.
 func (c Config) DefaultSource() string {
-	var db string
-	if pc, err := pgconn.ParseConfig(c.ConnString); err == nil {
-		db = pc.Database
-	}
 	tn := c.TableName()
-	return route.DeriveSource(db, tn.Schema, tn.Table)
+	return route.DeriveSource(c.database(), tn.Schema, tn.Table)
 }
+
+// MessageSource is the CloudEvents source of logical messages when
+// Route.Source is empty: /<database>/message/<prefix>.
+func (c Config) MessageSource() string {
+	return route.DeriveSource(c.database(), "message", c.MessagePrefix)
+}
+
+func (c Config) database() string {
+	if pc, err := pgconn.ParseConfig(c.ConnString); err == nil {
+		return pc.Database
+	}
+	return ""
+}
+
+// TableLess reports whether the outbox is logical messages only.
+func (c Config) TableLess() bool { return c.Table == "" }

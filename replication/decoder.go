@@ -62,6 +62,9 @@ type Decoder struct {
 	table    TableName
 	isOutbox OutboxMatcher
 	mapper   *route.Mapper
+	// messages maps logical messages with prefix; nil without a prefix.
+	messages *route.Messages
+	prefix   string
 
 	relations map[uint32]*relation
 	inTxn     bool
@@ -74,6 +77,17 @@ type Decoder struct {
 // NewDecoder returns a Decoder for cfg's table and routing. onSkip, if not
 // nil, is told of every change it skips.
 func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
+	var messages *route.Messages
+	if cfg.MessagePrefix != "" {
+		mc := cfg.Route
+		if mc.Source == "" {
+			mc.Source = cfg.MessageSource()
+		}
+		var err error
+		if messages, err = route.NewMessages(mc, cfg.MessagePrefix); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Route.Source == "" {
 		cfg.Route.Source = cfg.DefaultSource()
 	}
@@ -87,6 +101,8 @@ func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
 	d := &Decoder{
 		table:     cfg.TableName(),
 		mapper:    mapper,
+		messages:  messages,
+		prefix:    cfg.MessagePrefix,
 		relations: make(map[uint32]*relation),
 		onSkip:    onSkip,
 	}
@@ -144,9 +160,7 @@ func (d *Decoder) Decode(walStart outboxrelay.LSN, data []byte) (msg Message, ok
 	case pglogrepl.MessageTypeTruncate:
 		d.onSkip(SkippedTruncate)
 	case pglogrepl.MessageTypeMessage:
-		// Heartbeats (pg_logical_emit_message with prefix outbox-relay) and
-		// other applications' messages: they move the WAL, never Kafka.
-		d.onSkip(SkippedMessage)
+		msg, ok = d.message(walStart, &r)
 	case pglogrepl.MessageTypeOrigin, pglogrepl.MessageTypeType:
 		// Origin and Type carry nothing the relay routes on.
 	default:
@@ -217,4 +231,25 @@ func (d *Decoder) insert(walStart outboxrelay.LSN, r *reader) (Message, bool, er
 	}
 	ev, err := rel.binding.Event(d.vals, route.Meta{LSN: walStart, CommitLSN: d.commitLSN, CommitTime: d.commitAt})
 	return Message{Kind: KindEvent, LSN: walStart, Event: ev, Err: err}, true, nil
+}
+
+// message reads a logical decoding message. Only transactional ones with
+// the configured prefix are events: heartbeats (non-transactional, prefix
+// outbox-relay), other applications' messages and non-transactional ones
+// (sent at once, whatever becomes of their transaction) move the WAL,
+// never Kafka, and are counted.
+func (d *Decoder) message(walStart outboxrelay.LSN, r *reader) (Message, bool) {
+	flags := r.u8()
+	r.lsn() // the message's own LSN, walStart
+	prefix := r.cstring()
+	content := r.bytes(int(int32(r.u32())))
+	if r.err != nil {
+		return Message{}, false
+	}
+	if d.messages == nil || flags&1 == 0 || !d.inTxn || prefix != d.prefix {
+		d.onSkip(SkippedMessage)
+		return Message{}, false
+	}
+	ev, err := d.messages.Event(content, route.Meta{LSN: walStart, CommitLSN: d.commitLSN, CommitTime: d.commitAt})
+	return Message{Kind: KindEvent, LSN: walStart, Event: ev, Err: err}, true
 }

@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -178,5 +179,67 @@ func TestDecodeRejectsMalformedInput(t *testing.T) {
 		if _, _, err := d.Decode(1, in); err == nil {
 			t.Errorf("Decode(%q) succeeded, want an error", in)
 		}
+	}
+}
+
+func logicalMsg(transactional bool, prefix, content string) []byte {
+	flags := byte(0)
+	if transactional {
+		flags = 1
+	}
+	b := binary.BigEndian.AppendUint64([]byte{'M', flags}, 0x5010)
+	b = cstr(b, prefix)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(content)))
+	return append(b, content...)
+}
+
+// With a message prefix, transactional messages with it are events in
+// their place in the transaction; other prefixes, non-transactional ones
+// and content that is not the documented JSON are not dropped silently.
+func TestDecodeLogicalMessages(t *testing.T) {
+	d, skipped := newTestDecoder(t, func(c *Config) {
+		c.ConnString, c.Table, c.MessagePrefix = "postgres://h/app", "", "outbox"
+	})
+	content := `{"id": "m1", "aggregate_type": "order", "aggregate_id": "42", "event_type": "Paid", "payload": {"n": 1}}`
+	msgs := decodeAll(t, d,
+		logicalMsg(false, "outbox", content),
+		beginMsg(0x5000),
+		logicalMsg(true, "outbox", content),
+		logicalMsg(true, "other", content),
+		logicalMsg(true, "outbox", `{"id": "m2"`),
+		commitMsg(0x5000, 0x5080),
+	)
+	if len(msgs) != 3 || msgs[0].Kind != KindEvent || msgs[1].Kind != KindEvent || msgs[2].Kind != KindCommit {
+		t.Fatalf("got %+v, want two events and a commit", msgs)
+	}
+	ev := msgs[0].Event
+	if msgs[0].Err != nil || ev.ID != "m1" || ev.Topic != "outbox.event.order" || string(ev.Value) != `{"n": 1}` || ev.CommitLSN != 0x5000 || ev.LSN != 0x102 {
+		t.Errorf("event %+v, %v", ev, msgs[0].Err)
+	}
+	var ue *route.UnmappableError
+	if !errors.As(msgs[1].Err, &ue) || string(msgs[1].Event.Value) != `{"id": "m2"` {
+		t.Errorf("bad content: %v, value %q; want an UnmappableError keeping the content", msgs[1].Err, msgs[1].Event.Value)
+	}
+	if skipped[SkippedMessage] != 2 {
+		t.Errorf("skipped %v, want the non-transactional message and the other prefix counted", skipped)
+	}
+}
+
+func TestTableLessConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ConnString, cfg.Table = "postgres://h/app", ""
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "replication.Config.Table: must not be empty (only a table-less outbox") {
+		t.Errorf("no table, no prefix: %v", err)
+	}
+	cfg.MessagePrefix = "outbox"
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("table-less: %v", err)
+	}
+	cfg.Route.TimestampColumn = "ts"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "logical messages have no columns to place") {
+		t.Errorf("placement without a table: %v", err)
+	}
+	if got := cfg.MessageSource(); got != "/app/message/outbox" {
+		t.Errorf("MessageSource = %q", got)
 	}
 }

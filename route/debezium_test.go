@@ -317,3 +317,45 @@ func TestDeriveSource(t *testing.T) {
 		t.Errorf("DeriveSource = %q", got)
 	}
 }
+
+func TestMessages(t *testing.T) {
+	cfg := presetConfig(t, func(c *Config) { c.TombstoneOnEmptyPayload = true })
+	ms, err := NewMessages(cfg, "outbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := ms.Event([]byte(`{"id": "m1", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid",
+		"payload": {"a": [1, 2]}, "headers": {"traceparent": "tp", "id": "forged", "n": 1}}`), meta)
+	if err != nil || ev.ID != "m1" || ev.Topic != "outbox.event.Order" || string(ev.Key) != "42" || string(ev.Value) != `{"a": [1, 2]}` {
+		t.Fatalf("event %+v, %v", ev, err)
+	}
+	if h := headerMap(ev); h["traceparent"] != "tp" || h["id"] != "m1" || h["event_type"] != "Paid" {
+		t.Errorf("headers %v", h)
+	}
+	ev, err = ms.Event([]byte(`{"id": "m2", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Deleted", "payload": null}`), meta)
+	if err != nil || ev.Value != nil || string(ev.Key) != "42" {
+		t.Errorf("null payload: value %q key %q, %v; want a tombstone", ev.Value, ev.Key, err)
+	}
+	for _, tc := range []struct{ content, want string }{
+		{`not json`, "is not the documented JSON object"},
+		{`["x"]`, "is not the documented JSON object"},
+		{`{"id": "m3", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1, "extra": 1}`, `unknown field "extra"`},
+		{`{"id": "m3", "aggregate_type": "Order", "aggregate_id": 42, "event_type": "Paid", "payload": 1}`, "cannot unmarshal number"},
+		{`{"aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1}`, `has no "id"`},
+		{`{"id": "", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1}`, `has no "id"`},
+		{`{"id": "m3", "aggregate_type": "Order", "aggregate_id": "42", "payload": 1}`, `has no "event_type"`},
+		{`{"id": "m3", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1, "headers": [1]}`, `"headers" is not a JSON object`},
+		{`{"id": "m3", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1} {}`, "more than one JSON value"},
+		{`{"id": "m3", "aggregate_type": "a b", "aggregate_id": "42", "event_type": "Paid", "payload": 1}`, `topic name "outbox.event.a b"`},
+	} {
+		ev, err := ms.Event([]byte(tc.content), meta)
+		var ue *UnmappableError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) || string(ev.Value) != tc.content {
+			t.Errorf("%s: %v, value %q; want an UnmappableError saying %q that keeps the content", tc.content, err, ev.Value, tc.want)
+		}
+	}
+	cfg.Topic = "events.{tenant}"
+	if _, err := NewMessages(cfg, "outbox"); !outboxrelay.IsConfigError(err) || !strings.Contains(err.Error(), `no column(s) ["tenant"]`) {
+		t.Errorf("a template naming no member: %v, want a ConfigError", err)
+	}
+}

@@ -65,7 +65,7 @@ func (o *options) registerGap(fs *flag.FlagSet) {
 func (o *options) registerPG(fs *flag.FlagSet) {
 	fs.StringVar(&o.configFile, "config", "", "YAML file of flag values (keys are flag names)")
 	fs.StringVar(&o.pg.ConnString, "pg-url", "", "Postgres libpq URL (required); the relay adds replication=database itself")
-	fs.StringVar(&o.pg.Table, "table", o.pg.Table, "outbox table as schema.table, names as written (case kept); double-quote a part holding a dot: \"my.schema\".outbox")
+	fs.StringVar(&o.pg.Table, "table", o.pg.Table, "outbox table as schema.table, names as written (case kept); double-quote a part holding a dot: \"my.schema\".outbox; '' with --message-prefix for none")
 	fs.StringVar(&o.pg.Publication, "publication", o.pg.Publication, "publication to stream, name as written (created FOR TABLE <table> WITH (publish = 'insert', publish_via_partition_root = true) if missing)")
 	fs.StringVar(&o.pg.Slot, "slot", o.pg.Slot, "logical replication slot (pgoutput; created if missing)")
 	fs.StringVar(&o.pg.Route.Topic, "topic", o.pg.Route.Topic, "topic template; {column} is replaced by the row's value")
@@ -85,6 +85,8 @@ func (o *options) registerPG(fs *flag.FlagSet) {
 	fs.StringVar(&o.pg.Route.TimestampColumn, "timestamp-column", "", "timestamptz, timestamp or bigint (epoch ms) column for the record timestamp; '' for the commit time")
 	fs.StringVar((*string)(&o.pg.Route.Envelope), "envelope", string(o.pg.Route.Envelope),
 		"none (the payload as stored), cloudevents (CloudEvents 1.0 Kafka binding, binary mode: ce_* headers) or json (one versioned JSON document); see README 'Envelopes'")
+	fs.StringVar(&o.pg.MessagePrefix, "message-prefix", "", "also turn transactional logical messages pg_logical_emit_message(true, PREFIX, json) into events (PostgreSQL 14+); "+
+		"with --table '' the outbox is table-less (see README 'A table-less outbox')")
 	fs.StringVar(&o.pg.Route.Source, "cloudevents-source", "", "ce_source of --envelope cloudevents, a URI-reference; '' derives /<database>/<schema>/<table>")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn, error")
