@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +115,33 @@ func TestDebeziumFlagErrorsNameTheFlags(t *testing.T) {
 				t.Errorf("%v: %v, want it to say %s", c.args, err, w)
 			}
 		}
+	}
+}
+
+// The before/after example of docs/migrating-from-debezium.md parses to
+// the routing it claims.
+func TestMigrationExampleParses(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/migrating-from-debezium.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("no yaml block in docs/migrating-from-debezium.md")
+	}
+	o, err := parseRun(t, []string{"--config", writeConfig(t, string(m[1]))}, nil)
+	if err != nil {
+		t.Fatalf("the example relay.yaml: %v", err)
+	}
+	rt := o.pg.Route
+	wantFields := []route.Field{{Column: "tenant", Place: route.PlaceHeader}, {Column: "traceparent", Place: route.PlaceHeader},
+		{Column: "type", Place: route.PlaceHeader, Alias: "eventType"}}
+	if o.pg.Slot != "debezium" || o.pg.Publication != "dbz_publication" || rt.Topic != "events.{aggregatetype}" ||
+		rt.Columns.AggregateID != "aggregateid" || rt.TimestampColumn != "created_at" || !rt.TombstoneOnEmptyPayload ||
+		!reflect.DeepEqual(rt.Fields, wantFields) {
+		t.Errorf("parsed %+v slot %q publication %q", rt, o.pg.Slot, o.pg.Publication)
+	}
+	if err := o.pg.Route.Validate(); err != nil {
+		t.Errorf("the example's routing does not validate: %v", err)
 	}
 }
