@@ -121,6 +121,9 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg replication.Config) (Ins
 	if err := checkPublication(ctx, conn, cfg, tn, &in, add); err != nil {
 		return in, err
 	}
+	if err := checkOutboxes(ctx, conn, cfg, in, add); err != nil {
+		return in, err
+	}
 	if err := checkCapacity(ctx, conn, cfg, &in, add); err != nil {
 		return in, err
 	}
@@ -155,6 +158,9 @@ func PublicationChecks(ctx context.Context, conn *pgx.Conn, cfg replication.Conf
 		}
 	}
 	if err := checkPublication(ctx, conn, cfg, tn, &in, add); err != nil {
+		return nil, err
+	}
+	if err := checkOutboxes(ctx, conn, cfg, in, add); err != nil {
 		return nil, err
 	}
 	return in.Checks, nil
@@ -419,8 +425,45 @@ func CreatePublicationSQL(cfg replication.Config) string {
 		// messages reach it without any table.
 		return fmt.Sprintf("CREATE PUBLICATION %s WITH (publish = 'insert');", replication.QuoteIdent(cfg.Publication))
 	}
+	tables := []string{cfg.TableName().String()}
+	for i := range cfg.Outboxes {
+		tables = append(tables, cfg.OutboxConfig(i).TableName().String())
+	}
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert', publish_via_partition_root = true);",
-		replication.QuoteIdent(cfg.Publication), cfg.TableName())
+		replication.QuoteIdent(cfg.Publication), strings.Join(tables, ", "))
+}
+
+// checkOutboxes runs the table, column and publication checks for each of
+// cfg.Outboxes. They are matched by name, so a partitioned one whose rows
+// the publication sends under its partitions' names would be lost: that
+// fails, where it only warns for the first outbox (which is matched by
+// its partitions' ids too).
+func checkOutboxes(ctx context.Context, conn *pgx.Conn, cfg replication.Config, in Inspection, add func(Check)) error {
+	for i := range cfg.Outboxes {
+		oc := cfg.OutboxConfig(i)
+		tn := oc.TableName()
+		oin := Inspection{ServerVersion: in.ServerVersion}
+		if err := checkTable(ctx, conn, oc, tn, &oin, add); err != nil {
+			return err
+		}
+		if !in.PublicationExists {
+			continue // created with every outbox, via the root
+		}
+		m, _, err := readMembership(ctx, conn, oc, in.ServerVersion, 0)
+		if err != nil {
+			return err
+		}
+		pub := replication.QuoteIdent(cfg.Publication)
+		add(verdict(Check{Name: "publication table", OK: m.covered, Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, tn)},
+			fmt.Sprintf("publication %s includes %s", pub, tn),
+			fmt.Sprintf("publication %s does not include %s (neither the table nor every one of its partitions)", pub, tn)))
+		if oin.Partitioned && !m.viaRoot {
+			add(Check{Name: "publication partitions",
+				Detail: fmt.Sprintf("publication %s publishes %s's rows under its partitions' names, and outboxes after the first are matched by name only", pub, tn),
+				Fix:    fmt.Sprintf("ALTER PUBLICATION %s SET (publish_via_partition_root = true);", pub)})
+		}
+	}
+	return nil
 }
 
 // CreateSlotSQL creates the slot; the publication must exist first.

@@ -62,6 +62,8 @@ type Decoder struct {
 	table    TableName
 	isOutbox OutboxMatcher
 	mapper   *route.Mapper
+	// extras map the rows of Config.Outboxes, found by name.
+	extras map[TableName]*route.Mapper
 	// messages maps logical messages with prefix; nil without a prefix.
 	messages *route.Messages
 	prefix   string
@@ -88,6 +90,10 @@ func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
 			return nil, err
 		}
 	}
+	extras, err := extraMappers(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Route.Source == "" {
 		cfg.Route.Source = cfg.DefaultSource()
 	}
@@ -101,6 +107,7 @@ func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
 	d := &Decoder{
 		table:     cfg.TableName(),
 		mapper:    mapper,
+		extras:    extras,
 		messages:  messages,
 		prefix:    cfg.MessagePrefix,
 		relations: make(map[uint32]*relation),
@@ -192,6 +199,17 @@ func (d *Decoder) relation(r *reader) error {
 	for i, c := range rel.columns {
 		names[i] = c.Name
 	}
+	// Extra outboxes first: the partition lookup of the first one would
+	// take a table of its shape for a detached partition.
+	table := TableName{rel.namespace, rel.name}
+	if m, ok := d.extras[table]; ok {
+		var err error
+		if rel.binding, err = m.Bind(table.String(), rel.columns); err != nil {
+			return err
+		}
+		d.relations[id] = rel
+		return nil
+	}
 	outbox, err := d.isOutbox(id, rel.namespace, rel.name, names)
 	if err != nil {
 		return err
@@ -199,8 +217,7 @@ func (d *Decoder) relation(r *reader) error {
 	if outbox {
 		// Columns are found by name: users add columns while the relay
 		// runs, so positions are never assumed.
-		table := TableName{rel.namespace, rel.name}.String()
-		if rel.binding, err = d.mapper.Bind(table, rel.columns); err != nil {
+		if rel.binding, err = d.mapper.Bind(table.String(), rel.columns); err != nil {
 			return err
 		}
 	}
@@ -252,4 +269,21 @@ func (d *Decoder) message(walStart outboxrelay.LSN, r *reader) (Message, bool) {
 	}
 	ev, err := d.messages.Event(content, route.Meta{LSN: walStart, CommitLSN: d.commitLSN, CommitTime: d.commitAt})
 	return Message{Kind: KindEvent, LSN: walStart, Event: ev, Err: err}, true
+}
+
+// extraMappers builds the mapper of each of cfg.Outboxes, by table.
+func extraMappers(cfg Config) (map[TableName]*route.Mapper, error) {
+	extras := make(map[TableName]*route.Mapper, len(cfg.Outboxes))
+	for i := range cfg.Outboxes {
+		oc := cfg.OutboxConfig(i)
+		if oc.Route.Source == "" {
+			oc.Route.Source = oc.DefaultSource()
+		}
+		m, err := route.New(oc.Route)
+		if err != nil {
+			return nil, fmt.Errorf("outbox %s: %w", oc.Table, err)
+		}
+		extras[oc.TableName()] = m
+	}
+	return extras, nil
 }

@@ -243,3 +243,52 @@ func TestTableLessConfig(t *testing.T) {
 		t.Errorf("MessageSource = %q", got)
 	}
 }
+
+// Rows of two outboxes in one transaction are routed each by its own
+// configuration, in WAL order.
+func TestDecodeSeveralOutboxes(t *testing.T) {
+	d, _ := newTestDecoder(t, func(c *Config) {
+		rt, err := route.Preset("debezium")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt.Topic = "payments.{type}"
+		c.Outboxes = []Outbox{{Table: "billing.outbox", Route: rt}}
+	})
+	dbzColumns := []column{{"id", 2950}, {"aggregatetype", 25}, {"aggregateid", 25}, {"type", 25}, {"payload", 3802}}
+	msgs := decodeAll(t, d,
+		relationMsg(1, "public", "outbox", outboxColumns),
+		relationMsg(2, "billing", "outbox", dbzColumns),
+		beginMsg(0x5000),
+		insertMsg(1, outboxRow("e1", "order", []byte(`{}`))),
+		insertMsg(2, [][]byte{[]byte("e2"), []byte("Payment"), []byte("p-7"), []byte("Charged"), []byte(`{"n": 2}`)}),
+		commitMsg(0x5000, 0x5080),
+	)
+	if len(msgs) != 3 || msgs[0].Err != nil || msgs[1].Err != nil {
+		t.Fatalf("got %+v", msgs)
+	}
+	if ev := msgs[0].Event; ev.ID != "e1" || ev.Topic != "outbox.event.order" || string(ev.Key) != "e1" {
+		t.Errorf("first outbox's event %+v", ev)
+	}
+	if ev := msgs[1].Event; ev.ID != "e2" || ev.Topic != "payments.Charged" || string(ev.Key) != "p-7" || string(ev.Value) != `{"n": 2}` {
+		t.Errorf("second outbox's event %+v", ev)
+	}
+}
+
+func TestOutboxesConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ConnString = "postgres://h/app"
+	bad := route.DefaultConfig()
+	bad.Topic = ""
+	cfg.Outboxes = []Outbox{{Table: "public.outbox", Route: route.DefaultConfig()}, {Table: "", Route: route.DefaultConfig()}, {Table: "x.y", Route: bad}}
+	err := cfg.Validate()
+	for _, want := range []string{
+		"replication.Config.Outboxes[0].Table: \"public\".\"outbox\" is already outbox 1",
+		"replication.Config.Outboxes[1].Table: must not be empty",
+		"replication.Config.Outboxes[2].Route.Topic: must not be empty",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate = %v, want %q", err, want)
+		}
+	}
+}

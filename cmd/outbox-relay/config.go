@@ -65,9 +65,20 @@ func (o *options) registerGap(fs *flag.FlagSet) {
 func (o *options) registerPG(fs *flag.FlagSet) {
 	fs.StringVar(&o.configFile, "config", "", "YAML file of flag values (keys are flag names)")
 	fs.StringVar(&o.pg.ConnString, "pg-url", "", "Postgres libpq URL (required); the relay adds replication=database itself")
-	fs.StringVar(&o.pg.Table, "table", o.pg.Table, "outbox table as schema.table, names as written (case kept); double-quote a part holding a dot: \"my.schema\".outbox; '' with --message-prefix for none")
 	fs.StringVar(&o.pg.Publication, "publication", o.pg.Publication, "publication to stream, name as written (created FOR TABLE <table> WITH (publish = 'insert', publish_via_partition_root = true) if missing)")
 	fs.StringVar(&o.pg.Slot, "slot", o.pg.Slot, "logical replication slot (pgoutput; created if missing)")
+	o.registerRouting(fs)
+	fs.StringVar(&o.pg.MessagePrefix, "message-prefix", "", "also turn transactional logical messages pg_logical_emit_message(true, PREFIX, json) into events (PostgreSQL 14+); "+
+		"with --table '' the outbox is table-less (see README 'A table-less outbox')")
+	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format: json or console")
+	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn, error")
+}
+
+// registerRouting adds the flags of one outbox: its table and how its rows
+// become records. They are also the keys of an item of the config file's
+// outboxes list.
+func (o *options) registerRouting(fs *flag.FlagSet) {
+	fs.StringVar(&o.pg.Table, "table", o.pg.Table, "outbox table as schema.table, names as written (case kept); double-quote a part holding a dot: \"my.schema\".outbox; '' with --message-prefix for none")
 	fs.StringVar(&o.pg.Route.Topic, "topic", o.pg.Route.Topic, "topic template; {column} is replaced by the row's value")
 	fs.StringVar(&o.pg.Route.KeyColumn, "key-column", o.pg.Route.KeyColumn, "column used as the message key (the event id: the idempotency key)")
 	fs.StringVar(&o.pg.Route.PartitionBy, "partition-by", o.pg.Route.PartitionBy, "column whose murmur2 hash picks the partition; 'key' hashes the message key")
@@ -85,11 +96,7 @@ func (o *options) registerPG(fs *flag.FlagSet) {
 	fs.StringVar(&o.pg.Route.TimestampColumn, "timestamp-column", "", "timestamptz, timestamp or bigint (epoch ms) column for the record timestamp; '' for the commit time")
 	fs.StringVar((*string)(&o.pg.Route.Envelope), "envelope", string(o.pg.Route.Envelope),
 		"none (the payload as stored), cloudevents (CloudEvents 1.0 Kafka binding, binary mode: ce_* headers) or json (one versioned JSON document); see README 'Envelopes'")
-	fs.StringVar(&o.pg.MessagePrefix, "message-prefix", "", "also turn transactional logical messages pg_logical_emit_message(true, PREFIX, json) into events (PostgreSQL 14+); "+
-		"with --table '' the outbox is table-less (see README 'A table-less outbox')")
 	fs.StringVar(&o.pg.Route.Source, "cloudevents-source", "", "ce_source of --envelope cloudevents, a URI-reference; '' derives /<database>/<schema>/<table>")
-	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format: json or console")
-	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn, error")
 }
 
 // registerRun adds the daemon's flags.
@@ -195,10 +202,13 @@ func parse(fs *flag.FlagSet, o *options, args []string, getenv func(string) stri
 			}
 		}
 	})
-	if len(errs) == 0 {
-		errs = append(errs, applyPreset(fs, o))
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
-	return errors.Join(errs...)
+	if outboxes, ok := file[outboxesKey]; ok {
+		return o.applyOutboxes(fs, outboxes)
+	}
+	return applyPreset(fs, o)
 }
 
 // checkFileKeys refuses, in file order, unknown keys, keys that may not
@@ -213,6 +223,8 @@ func checkFileKeys(fs *flag.FlagSet, path string, file map[string]fileValue) []e
 	for _, k := range keys {
 		v := file[k]
 		switch {
+		case k == outboxesKey && fs.Lookup("table") != nil:
+			continue // read by applyOutboxes
 		case fs.Lookup(k) == nil:
 			errs = append(errs, fmt.Errorf("%s: line %d: unknown key %q (keys are the flag names of this command)", path, v.line, k))
 		case consentFlags[k]:
@@ -251,6 +263,7 @@ type fileValue struct {
 	text string
 	line int
 	err  error
+	node *yaml.Node // outboxes only: the list, read by applyOutboxes
 }
 
 // readConfigFile reads a YAML mapping of flag names to values. A value is
@@ -289,6 +302,10 @@ func readConfigFile(path string) (map[string]fileValue, error) {
 		k := strings.ReplaceAll(kn.Value, "_", "-")
 		if prev, dup := out[k]; dup {
 			errs = append(errs, fmt.Errorf("%s key %s: given twice (lines %d and %d); keep one", path, k, prev.line, kn.Line))
+			continue
+		}
+		if k == outboxesKey {
+			out[k] = fileValue{line: kn.Line, node: vn}
 			continue
 		}
 		text, err := valueText(k, vn)

@@ -12,6 +12,7 @@ import (
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/relaytest"
+	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/route"
 )
 
@@ -106,7 +107,8 @@ func TestFieldPlacementAndTimestampColumn(t *testing.T) {
 }
 
 // A placed column or timestamp column the table lacks stops the start,
-// naming the column, before anything is streamed.
+// naming the column, before anything is streamed; so does a second outbox
+// whose table is missing.
 func TestPlacedColumnMissingFailsStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -117,9 +119,14 @@ func TestPlacedColumnMissingFailsStart(t *testing.T) {
 	}{
 		{func(c *route.Config) { c.Fields = []route.Field{{Column: "region", Place: route.PlaceHeader}} }, `no column "region" (--field region:header)`},
 		{func(c *route.Config) { c.TimestampColumn = "created" }, `no column "created" (--timestamp-column)`},
+		{nil, `table "public"."payments_outbox" does not exist`},
 	} {
 		cfg := env.Config()
-		tc.set(&cfg.Replication.Route)
+		if tc.set != nil {
+			tc.set(&cfg.Replication.Route)
+		} else {
+			cfg.Replication.Outboxes = []replication.Outbox{{Table: "public.payments_outbox", Route: route.DefaultConfig()}}
+		}
 		run := relaytest.Start(t, cfg)
 		select {
 		case <-run.Done():
