@@ -24,7 +24,8 @@ type Event struct {
 	ID    string
 	Topic string
 	Key   []byte
-	// Value is the payload as stored: jsonb/json/text as text, bytea raw.
+	// Value is the payload as stored (jsonb/json/text as text, bytea raw)
+	// or wrapped in the configured envelope; nil is a tombstone.
 	Value   []byte
 	Headers []Header
 	// PartitionKey is hashed to choose the partition, so one aggregate's
@@ -35,4 +36,7 @@ type Event struct {
 	LSN        LSN
 	CommitLSN  LSN
 	CommitTime time.Time
+	// Timestamp is the record's timestamp when a column gives it; zero
+	// means CommitTime.
+	Timestamp time.Time
 }

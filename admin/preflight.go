@@ -108,8 +108,10 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg replication.Config) (Ins
 	}
 
 	tn := cfg.TableName()
-	if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
-		return in, err
+	if !cfg.TableLess() {
+		if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
+			return in, err
+		}
 	}
 	// The slot before the publication: a missing publication may be
 	// created only for a slot that does not exist yet.
@@ -117,6 +119,9 @@ func Preflight(ctx context.Context, conn *pgx.Conn, cfg replication.Config) (Ins
 		return in, err
 	}
 	if err := checkPublication(ctx, conn, cfg, tn, &in, add); err != nil {
+		return in, err
+	}
+	if err := checkOutboxes(ctx, conn, cfg, in, add); err != nil {
 		return in, err
 	}
 	if err := checkCapacity(ctx, conn, cfg, &in, add); err != nil {
@@ -147,10 +152,15 @@ func PublicationChecks(ctx context.Context, conn *pgx.Conn, cfg replication.Conf
 		return nil, fmt.Errorf("read server version: %w", err)
 	}
 	tn := cfg.TableName()
-	if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
-		return nil, err
+	if !cfg.TableLess() {
+		if err := checkTable(ctx, conn, cfg, tn, &in, add); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkPublication(ctx, conn, cfg, tn, &in, add); err != nil {
+		return nil, err
+	}
+	if err := checkOutboxes(ctx, conn, cfg, in, add); err != nil {
 		return nil, err
 	}
 	return in.Checks, nil
@@ -247,6 +257,12 @@ func checkColumns(ctx context.Context, conn *pgx.Conn, cfg replication.Config, t
 			want = append(want, struct{ flag, col string }{"--topic", c})
 		}
 	}
+	for _, f := range rt.Fields {
+		want = append(want, struct{ flag, col string }{"--field " + f.String(), f.Column})
+	}
+	if rt.TimestampColumn != "" && (!rt.TimestampOptional || cols[rt.TimestampColumn] != (colInfo{})) {
+		want = append(want, struct{ flag, col string }{"--timestamp-column", rt.TimestampColumn})
+	}
 	checked := map[string]bool{}
 	for _, w := range want {
 		if w.col == "" || checked[w.col] {
@@ -307,6 +323,12 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, cfg replication.Confi
 		return nil
 	}
 	in.PublicationExists, in.PublishViaRoot = true, m.viaRoot
+	if cfg.TableLess() {
+		// Logical messages reach every publication's stream: no table to
+		// cover, no inserts to publish.
+		add(Check{Name: "publication", OK: true, Detail: fmt.Sprintf("publication %s exists (table-less outbox: logical messages only)", pub)})
+		return nil
+	}
 	add(verdict(Check{
 		Name: "publication table", OK: m.covered,
 		Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, tn),
@@ -398,8 +420,50 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, cfg replication.Config, in *
 // its own name, whatever partition holds them, now and after new
 // partitions are attached.
 func CreatePublicationSQL(cfg replication.Config) string {
+	if cfg.TableLess() {
+		// pgoutput needs a publication to start; a table-less outbox's
+		// messages reach it without any table.
+		return fmt.Sprintf("CREATE PUBLICATION %s WITH (publish = 'insert');", replication.QuoteIdent(cfg.Publication))
+	}
+	tables := []string{cfg.TableName().String()}
+	for i := range cfg.Outboxes {
+		tables = append(tables, cfg.OutboxConfig(i).TableName().String())
+	}
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert', publish_via_partition_root = true);",
-		replication.QuoteIdent(cfg.Publication), cfg.TableName())
+		replication.QuoteIdent(cfg.Publication), strings.Join(tables, ", "))
+}
+
+// checkOutboxes runs the table, column and publication checks for each of
+// cfg.Outboxes. They are matched by name, so a partitioned one whose rows
+// the publication sends under its partitions' names would be lost: that
+// fails, where it only warns for the first outbox (which is matched by
+// its partitions' ids too).
+func checkOutboxes(ctx context.Context, conn *pgx.Conn, cfg replication.Config, in Inspection, add func(Check)) error {
+	for i := range cfg.Outboxes {
+		oc := cfg.OutboxConfig(i)
+		tn := oc.TableName()
+		oin := Inspection{ServerVersion: in.ServerVersion}
+		if err := checkTable(ctx, conn, oc, tn, &oin, add); err != nil {
+			return err
+		}
+		if !in.PublicationExists {
+			continue // created with every outbox, via the root
+		}
+		m, _, err := readMembership(ctx, conn, oc, in.ServerVersion, 0)
+		if err != nil {
+			return err
+		}
+		pub := replication.QuoteIdent(cfg.Publication)
+		add(verdict(Check{Name: "publication table", OK: m.covered, Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, tn)},
+			fmt.Sprintf("publication %s includes %s", pub, tn),
+			fmt.Sprintf("publication %s does not include %s (neither the table nor every one of its partitions)", pub, tn)))
+		if oin.Partitioned && !m.viaRoot {
+			add(Check{Name: "publication partitions",
+				Detail: fmt.Sprintf("publication %s publishes %s's rows under its partitions' names, and outboxes after the first are matched by name only", pub, tn),
+				Fix:    fmt.Sprintf("ALTER PUBLICATION %s SET (publish_via_partition_root = true);", pub)})
+		}
+	}
+	return nil
 }
 
 // CreateSlotSQL creates the slot; the publication must exist first.

@@ -144,7 +144,7 @@ func checkCapacity(ctx context.Context, conn *pgx.Conn, cfg replication.Config, 
 		return fmt.Errorf("read publication rights: %w", err)
 	}
 	add(Check{
-		Name: "publication rights", OK: super || (canCreate && owner),
+		Name: "publication rights", OK: super || (canCreate && (owner || cfg.TableLess())),
 		Detail: fmt.Sprintf("publication %s is missing and this role cannot create it (it needs CREATE on the database and to own %s)", replication.QuoteIdent(cfg.Publication), tn),
 		Fix:    "have a DBA run: " + CreatePublicationSQL(cfg),
 	})

@@ -26,14 +26,17 @@ type Sessions struct {
 	cfg    replication.Config
 	keeper *checkpoint.Keeper
 	log    zerolog.Logger
-	// memberships carries the publication reading across sessions.
-	memberships memberships
+	// memberships carries the publication reading across sessions;
+	// outboxMemberships those of cfg.Outboxes.
+	memberships       memberships
+	outboxMemberships []memberships
 }
 
 // NewSessions returns the Preparer of cfg's sessions; keeper keeps the
 // slot's durable record.
 func NewSessions(cfg replication.Config, keeper *checkpoint.Keeper, log zerolog.Logger) *Sessions {
-	return &Sessions{cfg: cfg, keeper: keeper, log: log.With().Str("component", "replication").Logger()}
+	return &Sessions{cfg: cfg, keeper: keeper, log: log.With().Str("component", "replication").Logger(),
+		outboxMemberships: make([]memberships, len(cfg.Outboxes))}
 }
 
 // Prepare readies one session. The connection it opens serves the whole
@@ -59,8 +62,8 @@ func (p *Sessions) Prepare(ctx context.Context) (plan replication.Plan, err erro
 	}
 	// The watch's first reading is taken before replication starts, so no
 	// change the stream decodes can be older than it.
-	watch := &publicationWatch{cfg: p.cfg, shared: &p.memberships}
-	if err := watch.start(ctx, conn, in, slot.ConfirmedFlush); err != nil {
+	watches, err := p.startWatches(ctx, conn, in, slot.ConfirmedFlush)
+	if err != nil {
 		return plan, err
 	}
 	recorded, err := p.keeper.Started(ctx, conn, slot.ConfirmedFlush)
@@ -70,7 +73,12 @@ func (p *Sessions) Prepare(ctx context.Context) (plan replication.Plan, err erro
 	plan = replication.Plan{
 		Start: slot.ConfirmedFlush, Delivered: recorded, ServerVersion: in.ServerVersion, Relations: in.Relations,
 		Record: p.keeper.Recorder(conn, recorded, func(ctx context.Context, upTo outboxrelay.LSN) error {
-			return watch.verify(ctx, conn, upTo)
+			for _, w := range watches {
+				if err := w.verify(ctx, conn, upTo); err != nil {
+					return err
+				}
+			}
+			return nil
 		}),
 		Close: closeConn,
 	}
@@ -78,6 +86,25 @@ func (p *Sessions) Prepare(ctx context.Context) (plan replication.Plan, err erro
 		plan.Lookup = p.partitionLookup(ctx, conn, in)
 	}
 	return plan, nil
+}
+
+// startWatches takes the first reading of the publication for every
+// outbox: a table leaving it must stop the relay whichever outbox it is.
+func (p *Sessions) startWatches(ctx context.Context, conn *pgx.Conn, in Inspection, at outboxrelay.LSN) ([]*publicationWatch, error) {
+	watches := []*publicationWatch{{cfg: p.cfg, shared: &p.memberships}}
+	for i := range p.cfg.Outboxes {
+		watches = append(watches, &publicationWatch{cfg: p.cfg.OutboxConfig(i), shared: &p.outboxMemberships[i]})
+	}
+	for i, w := range watches {
+		win := in
+		if i > 0 {
+			win = Inspection{ServerVersion: in.ServerVersion}
+		}
+		if err := w.start(ctx, conn, win, at); err != nil {
+			return nil, err
+		}
+	}
+	return watches, nil
 }
 
 // setUp runs preflight and setup, and reads the slot the session will

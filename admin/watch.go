@@ -131,6 +131,11 @@ type publicationWatch struct {
 // start takes the session's reading before replication starts at the
 // slot's position.
 func (w *publicationWatch) start(ctx context.Context, conn *pgx.Conn, in Inspection, at outboxrelay.LSN) error {
+	if w.cfg.TableLess() {
+		// No table to leave the publication; a dropped publication fails
+		// the stream itself.
+		return nil
+	}
 	w.serverVersion = in.ServerVersion
 	prev := w.shared.get()
 	prevOID := in.TableOID
@@ -154,6 +159,9 @@ func (w *publicationWatch) start(ctx context.Context, conn *pgx.Conn, in Inspect
 // verify re-reads the publication. Positions decoded before the call are
 // covered when it returns nil: the reading is newer than all of them.
 func (w *publicationWatch) verify(ctx context.Context, conn *pgx.Conn, upTo outboxrelay.LSN) error {
+	if w.cfg.TableLess() {
+		return nil
+	}
 	m, found, err := readMembership(ctx, conn, w.cfg, w.serverVersion, w.base.tableOID)
 	if err != nil {
 		return err

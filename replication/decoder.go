@@ -62,6 +62,11 @@ type Decoder struct {
 	table    TableName
 	isOutbox OutboxMatcher
 	mapper   *route.Mapper
+	// extras map the rows of Config.Outboxes, found by name.
+	extras map[TableName]*route.Mapper
+	// messages maps logical messages with prefix; nil without a prefix.
+	messages *route.Messages
+	prefix   string
 
 	relations map[uint32]*relation
 	inTxn     bool
@@ -74,6 +79,24 @@ type Decoder struct {
 // NewDecoder returns a Decoder for cfg's table and routing. onSkip, if not
 // nil, is told of every change it skips.
 func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
+	var messages *route.Messages
+	if cfg.MessagePrefix != "" {
+		mc := cfg.Route
+		if mc.Source == "" {
+			mc.Source = cfg.MessageSource()
+		}
+		var err error
+		if messages, err = route.NewMessages(mc, cfg.MessagePrefix); err != nil {
+			return nil, err
+		}
+	}
+	extras, err := extraMappers(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Route.Source == "" {
+		cfg.Route.Source = cfg.DefaultSource()
+	}
 	mapper, err := route.New(cfg.Route)
 	if err != nil {
 		return nil, err
@@ -84,6 +107,9 @@ func NewDecoder(cfg Config, onSkip func(kind string)) (*Decoder, error) {
 	d := &Decoder{
 		table:     cfg.TableName(),
 		mapper:    mapper,
+		extras:    extras,
+		messages:  messages,
+		prefix:    cfg.MessagePrefix,
 		relations: make(map[uint32]*relation),
 		onSkip:    onSkip,
 	}
@@ -141,9 +167,7 @@ func (d *Decoder) Decode(walStart outboxrelay.LSN, data []byte) (msg Message, ok
 	case pglogrepl.MessageTypeTruncate:
 		d.onSkip(SkippedTruncate)
 	case pglogrepl.MessageTypeMessage:
-		// Heartbeats (pg_logical_emit_message with prefix outbox-relay) and
-		// other applications' messages: they move the WAL, never Kafka.
-		d.onSkip(SkippedMessage)
+		msg, ok = d.message(walStart, &r)
 	case pglogrepl.MessageTypeOrigin, pglogrepl.MessageTypeType:
 		// Origin and Type carry nothing the relay routes on.
 	default:
@@ -175,6 +199,17 @@ func (d *Decoder) relation(r *reader) error {
 	for i, c := range rel.columns {
 		names[i] = c.Name
 	}
+	// Extra outboxes first: the partition lookup of the first one would
+	// take a table of its shape for a detached partition.
+	table := TableName{rel.namespace, rel.name}
+	if m, ok := d.extras[table]; ok {
+		var err error
+		if rel.binding, err = m.Bind(table.String(), rel.columns); err != nil {
+			return err
+		}
+		d.relations[id] = rel
+		return nil
+	}
 	outbox, err := d.isOutbox(id, rel.namespace, rel.name, names)
 	if err != nil {
 		return err
@@ -182,8 +217,7 @@ func (d *Decoder) relation(r *reader) error {
 	if outbox {
 		// Columns are found by name: users add columns while the relay
 		// runs, so positions are never assumed.
-		table := TableName{rel.namespace, rel.name}.String()
-		if rel.binding, err = d.mapper.Bind(table, rel.columns); err != nil {
+		if rel.binding, err = d.mapper.Bind(table.String(), rel.columns); err != nil {
 			return err
 		}
 	}
@@ -214,4 +248,42 @@ func (d *Decoder) insert(walStart outboxrelay.LSN, r *reader) (Message, bool, er
 	}
 	ev, err := rel.binding.Event(d.vals, route.Meta{LSN: walStart, CommitLSN: d.commitLSN, CommitTime: d.commitAt})
 	return Message{Kind: KindEvent, LSN: walStart, Event: ev, Err: err}, true, nil
+}
+
+// message reads a logical decoding message. Only transactional ones with
+// the configured prefix are events: heartbeats (non-transactional, prefix
+// outbox-relay), other applications' messages and non-transactional ones
+// (sent at once, whatever becomes of their transaction) move the WAL,
+// never Kafka, and are counted.
+func (d *Decoder) message(walStart outboxrelay.LSN, r *reader) (Message, bool) {
+	flags := r.u8()
+	r.lsn() // the message's own LSN, walStart
+	prefix := r.cstring()
+	content := r.bytes(int(int32(r.u32())))
+	if r.err != nil {
+		return Message{}, false
+	}
+	if d.messages == nil || flags&1 == 0 || !d.inTxn || prefix != d.prefix {
+		d.onSkip(SkippedMessage)
+		return Message{}, false
+	}
+	ev, err := d.messages.Event(content, route.Meta{LSN: walStart, CommitLSN: d.commitLSN, CommitTime: d.commitAt})
+	return Message{Kind: KindEvent, LSN: walStart, Event: ev, Err: err}, true
+}
+
+// extraMappers builds the mapper of each of cfg.Outboxes, by table.
+func extraMappers(cfg Config) (map[TableName]*route.Mapper, error) {
+	extras := make(map[TableName]*route.Mapper, len(cfg.Outboxes))
+	for i := range cfg.Outboxes {
+		oc := cfg.OutboxConfig(i)
+		if oc.Route.Source == "" {
+			oc.Route.Source = oc.DefaultSource()
+		}
+		m, err := route.New(oc.Route)
+		if err != nil {
+			return nil, fmt.Errorf("outbox %s: %w", oc.Table, err)
+		}
+		extras[oc.TableName()] = m
+	}
+	return extras, nil
 }

@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -177,6 +178,117 @@ func TestDecodeRejectsMalformedInput(t *testing.T) {
 	for _, in := range [][]byte{nil, {'Z'}, full[:len(full)-3], {'I', 0, 0, 0, 9, 'N', 0, 0}, {'C', 0, 1}} {
 		if _, _, err := d.Decode(1, in); err == nil {
 			t.Errorf("Decode(%q) succeeded, want an error", in)
+		}
+	}
+}
+
+func logicalMsg(transactional bool, prefix, content string) []byte {
+	flags := byte(0)
+	if transactional {
+		flags = 1
+	}
+	b := binary.BigEndian.AppendUint64([]byte{'M', flags}, 0x5010)
+	b = cstr(b, prefix)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(content)))
+	return append(b, content...)
+}
+
+// With a message prefix, transactional messages with it are events in
+// their place in the transaction; other prefixes, non-transactional ones
+// and content that is not the documented JSON are not dropped silently.
+func TestDecodeLogicalMessages(t *testing.T) {
+	d, skipped := newTestDecoder(t, func(c *Config) {
+		c.ConnString, c.Table, c.MessagePrefix = "postgres://h/app", "", "outbox"
+	})
+	content := `{"id": "m1", "aggregate_type": "order", "aggregate_id": "42", "event_type": "Paid", "payload": {"n": 1}}`
+	msgs := decodeAll(t, d,
+		logicalMsg(false, "outbox", content),
+		beginMsg(0x5000),
+		logicalMsg(true, "outbox", content),
+		logicalMsg(true, "other", content),
+		logicalMsg(true, "outbox", `{"id": "m2"`),
+		commitMsg(0x5000, 0x5080),
+	)
+	if len(msgs) != 3 || msgs[0].Kind != KindEvent || msgs[1].Kind != KindEvent || msgs[2].Kind != KindCommit {
+		t.Fatalf("got %+v, want two events and a commit", msgs)
+	}
+	ev := msgs[0].Event
+	if msgs[0].Err != nil || ev.ID != "m1" || ev.Topic != "outbox.event.order" || string(ev.Value) != `{"n": 1}` || ev.CommitLSN != 0x5000 || ev.LSN != 0x102 {
+		t.Errorf("event %+v, %v", ev, msgs[0].Err)
+	}
+	var ue *route.UnmappableError
+	if !errors.As(msgs[1].Err, &ue) || string(msgs[1].Event.Value) != `{"id": "m2"` {
+		t.Errorf("bad content: %v, value %q; want an UnmappableError keeping the content", msgs[1].Err, msgs[1].Event.Value)
+	}
+	if skipped[SkippedMessage] != 2 {
+		t.Errorf("skipped %v, want the non-transactional message and the other prefix counted", skipped)
+	}
+}
+
+func TestTableLessConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ConnString, cfg.Table = "postgres://h/app", ""
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "replication.Config.Table: must not be empty (only a table-less outbox") {
+		t.Errorf("no table, no prefix: %v", err)
+	}
+	cfg.MessagePrefix = "outbox"
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("table-less: %v", err)
+	}
+	cfg.Route.TimestampColumn = "ts"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "logical messages have no columns to place") {
+		t.Errorf("placement without a table: %v", err)
+	}
+	if got := cfg.MessageSource(); got != "/app/message/outbox" {
+		t.Errorf("MessageSource = %q", got)
+	}
+}
+
+// Rows of two outboxes in one transaction are routed each by its own
+// configuration, in WAL order.
+func TestDecodeSeveralOutboxes(t *testing.T) {
+	d, _ := newTestDecoder(t, func(c *Config) {
+		rt, err := route.Preset("debezium")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt.Topic = "payments.{type}"
+		c.Outboxes = []Outbox{{Table: "billing.outbox", Route: rt}}
+	})
+	dbzColumns := []column{{"id", 2950}, {"aggregatetype", 25}, {"aggregateid", 25}, {"type", 25}, {"payload", 3802}}
+	msgs := decodeAll(t, d,
+		relationMsg(1, "public", "outbox", outboxColumns),
+		relationMsg(2, "billing", "outbox", dbzColumns),
+		beginMsg(0x5000),
+		insertMsg(1, outboxRow("e1", "order", []byte(`{}`))),
+		insertMsg(2, [][]byte{[]byte("e2"), []byte("Payment"), []byte("p-7"), []byte("Charged"), []byte(`{"n": 2}`)}),
+		commitMsg(0x5000, 0x5080),
+	)
+	if len(msgs) != 3 || msgs[0].Err != nil || msgs[1].Err != nil {
+		t.Fatalf("got %+v", msgs)
+	}
+	if ev := msgs[0].Event; ev.ID != "e1" || ev.Topic != "outbox.event.order" || string(ev.Key) != "e1" {
+		t.Errorf("first outbox's event %+v", ev)
+	}
+	if ev := msgs[1].Event; ev.ID != "e2" || ev.Topic != "payments.Charged" || string(ev.Key) != "p-7" || string(ev.Value) != `{"n": 2}` {
+		t.Errorf("second outbox's event %+v", ev)
+	}
+}
+
+func TestOutboxesConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ConnString = "postgres://h/app"
+	bad := route.DefaultConfig()
+	bad.Topic = ""
+	cfg.Outboxes = []Outbox{{Table: "public.outbox", Route: route.DefaultConfig()}, {Table: "", Route: route.DefaultConfig()}, {Table: "x.y", Route: bad}}
+	err := cfg.Validate()
+	for _, want := range []string{
+		"replication.Config.Outboxes[0].Table: \"public\".\"outbox\" is already outbox 1",
+		"replication.Config.Outboxes[1].Table: must not be empty",
+		"replication.Config.Outboxes[2].Route.Topic: must not be empty",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate = %v, want %q", err, want)
 		}
 	}
 }

@@ -124,6 +124,11 @@ func (s *Stream) Run(ctx context.Context) error {
 	args := []string{"proto_version '1'", publicationNamesArg(s.cfg.Publication)}
 	if plan.ServerVersion >= 140000 {
 		args = append(args, "messages 'true'")
+	} else if s.cfg.MessagePrefix != "" {
+		return &outboxrelay.ConfigError{
+			Problem: fmt.Sprintf("--message-prefix needs PostgreSQL 14 or later (pgoutput's messages option); the server is %d", plan.ServerVersion),
+			Fix:     "upgrade Postgres, or write the events into an outbox table instead",
+		}
 	}
 	if err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, plan.Start, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		return classifyStartError(s.cfg.Slot, err)
@@ -209,6 +214,10 @@ func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, error)
 		return nil, &outboxrelay.ConfigError{Problem: fmt.Sprintf("parse --pg-url: %v", err), Fix: "use a libpq URL like postgres://user:pass@host:5432/db"}
 	}
 	cfg.RuntimeParams["replication"] = "database"
+	// pgoutput renders values with the walsender's output functions: ISO
+	// dates are what a timestamp column (route.Config.TimestampColumn) is
+	// parsed as, whatever the server's default DateStyle.
+	cfg.RuntimeParams["datestyle"] = "ISO, MDY"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open replication connection: %w", err)

@@ -72,6 +72,29 @@ type Config struct {
 	// PartitionBy is the column whose value is hashed to pick the
 	// partition; PartitionByKey hashes the message key.
 	PartitionBy string
+	// TombstoneOnEmptyPayload makes a NULL payload a tombstone (a record
+	// with a null value, same key and headers) instead of an unmappable
+	// row: Debezium's route.tombstone.on.empty.payload, for compacted
+	// topics.
+	TombstoneOnEmptyPayload bool
+	// Fields places extra columns in every record: as headers or as
+	// envelope fields (Debezium's table.fields.additional.placement).
+	Fields []Field
+	// TimestampColumn is a timestamptz, timestamp or bigint (epoch
+	// milliseconds) column whose value becomes the record's timestamp;
+	// empty means the transaction's commit time. A NULL value falls back
+	// to the commit time.
+	TimestampColumn string
+	// TimestampOptional lets a table lack TimestampColumn (the commit
+	// time is used): the debezium preset names Debezium's optional
+	// "timestamp" column this way.
+	TimestampOptional bool
+	// Envelope wraps the payload: EnvelopeNone (the payload as stored),
+	// EnvelopeCloudEvents or EnvelopeJSON.
+	Envelope Envelope
+	// Source is the CloudEvents source attribute (ce_source); empty means
+	// one derived from the database and table (replication fills it).
+	Source string
 }
 
 // DefaultConfig returns the defaults documented in outbox-relay run --help.
@@ -81,6 +104,7 @@ func DefaultConfig() Config {
 		Topic:       "outbox.event.{aggregate_type}",
 		KeyColumn:   "id",
 		PartitionBy: "aggregate_id",
+		Envelope:    EnvelopeNone,
 	}
 }
 
@@ -100,5 +124,7 @@ func (c Config) Validate() error {
 	if _, err := parseTemplate(c.Topic); err != nil {
 		errs = append(errs, &outboxrelay.FieldError{Pkg: "route", Field: "Topic", Problem: err.Error()})
 	}
+	errs = append(errs, c.validateEnvelope()...)
+	errs = append(errs, c.validateFields()...)
 	return errors.Join(errs...)
 }

@@ -1,7 +1,10 @@
 // Package route maps a decoded outbox row to a Kafka record: which columns
 // are the outbox's fields, the topic template, the message key, the column
-// whose value picks the partition, and the record's headers. The envelope,
-// field placement and tombstones of later versions belong here too.
+// whose value picks the partition, the record's headers and timestamp,
+// placed columns (Field), tombstones for NULL payloads, and the envelope
+// (none, CloudEvents binary mode, or a versioned JSON document). Presets
+// (Preset) are named starting points for Config, such as Debezium's
+// Outbox Event Router defaults.
 //
 // It is pure: no I/O, no goroutines, no clock. A Mapper is built once from
 // a Config (New validates it); Bind resolves the configured columns against

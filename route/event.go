@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
@@ -27,18 +28,8 @@ func (b *Binding) Event(vals []Value, meta Meta) (outboxrelay.Event, error) {
 	ev.ID = string(idv.Data)
 	a := arena(make([]byte, 0, b.size(vals)))
 	id := a.keep(idv.Data)
-
-	switch pv := vals[b.payload]; {
-	case pv.Kind != Text:
-		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s has a NULL payload (column %q)", ev.ID, b.m.cfg.Columns.Payload)}
-	case b.bytea:
-		v, err := decodeBytea(pv.Data)
-		if err != nil {
-			return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s: payload: %v", ev.ID, err)}
-		}
-		ev.Value = v
-	default:
-		ev.Value = a.keep(pv.Data)
+	if err := b.setPayload(&ev, vals, &a); err != nil {
+		return ev, err
 	}
 
 	topic, err := b.m.topic(b.topic, vals)
@@ -59,19 +50,91 @@ func (b *Binding) Event(vals []Value, meta Meta) (outboxrelay.Event, error) {
 		}
 	}
 
-	ev.Headers = make([]outboxrelay.Header, 0, 4)
+	ev.Headers = make([]outboxrelay.Header, 0, b.headerCap())
 	ev.Headers = append(ev.Headers, outboxrelay.Header{Key: "id", Value: id})
 	for _, h := range b.headerCols {
 		if v := vals[h.col]; v.Kind == Text {
 			ev.Headers = append(ev.Headers, outboxrelay.Header{Key: h.key, Value: a.keep(v.Data)})
 		}
 	}
-	if b.headers >= 0 {
-		if hv := vals[b.headers]; hv.Kind == Text {
-			ev.Headers = appendJSONHeaders(ev.Headers, hv.Data)
+	for _, f := range b.fields {
+		if v := vals[f.col]; f.Place == PlaceHeader && v.Kind == Text {
+			ev.Headers = append(ev.Headers, outboxrelay.Header{Key: f.Name(), Value: a.keep(v.Data)})
 		}
 	}
+	if b.headers >= 0 {
+		if hv := vals[b.headers]; hv.Kind == Text {
+			ev.Headers = appendJSONHeaders(ev.Headers, hv.Data, b.ownHeader)
+		}
+	}
+	if err := b.finish(&ev, vals, meta); err != nil {
+		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s: %v", ev.ID, err)}
+	}
 	return ev, nil
+}
+
+// setPayload sets ev.Value from the payload column: nil, a tombstone, for
+// a NULL payload when the config asks for one.
+func (b *Binding) setPayload(ev *outboxrelay.Event, vals []Value, a *arena) error {
+	switch pv := vals[b.payload]; {
+	case pv.Kind != Text && b.m.cfg.TombstoneOnEmptyPayload && pv.Kind == Null:
+		ev.Value = nil
+	case pv.Kind != Text:
+		return &UnmappableError{Reason: fmt.Sprintf("outbox row %s has a NULL payload (column %q)", ev.ID, b.m.cfg.Columns.Payload)}
+	case b.bytea:
+		v, err := decodeBytea(pv.Data)
+		if err != nil {
+			return &UnmappableError{Reason: fmt.Sprintf("outbox row %s: payload: %v", ev.ID, err)}
+		}
+		ev.Value = v
+	default:
+		ev.Value = a.keep(pv.Data)
+	}
+	return nil
+}
+
+// finish sets the record timestamp and wraps the payload in the envelope.
+func (b *Binding) finish(ev *outboxrelay.Event, vals []Value, meta Meta) error {
+	at := meta.CommitTime
+	if b.ts >= 0 {
+		if v := vals[b.ts]; v.Kind == Text {
+			t, err := parseTimestamp(v.Data, b.tsOID)
+			if err != nil {
+				return fmt.Errorf("timestamp column %q: %w", b.m.cfg.TimestampColumn, err)
+			}
+			at, ev.Timestamp = t, t
+		}
+	}
+	switch b.m.cfg.envelope() {
+	case EnvelopeCloudEvents:
+		return b.cloudEvents(ev, vals, at)
+	case EnvelopeJSON:
+		return b.jsonEnvelope(ev, vals, at)
+	}
+	return nil
+}
+
+// headerCap is how many headers a record has before the headers column's.
+func (b *Binding) headerCap() int {
+	n := 4 + len(b.fields)
+	if b.m.cfg.envelope() == EnvelopeCloudEvents {
+		n += 8
+	}
+	return n
+}
+
+// ownHeader reports whether a headers-column entry would pose as a header
+// the relay sets: a placed column, or a CloudEvents attribute.
+func (b *Binding) ownHeader(key string) bool {
+	if b.m.cfg.envelope() == EnvelopeCloudEvents && (strings.HasPrefix(key, "ce_") || key == "content-type") {
+		return true
+	}
+	for _, f := range b.fields {
+		if f.Place == PlaceHeader && f.Name() == key {
+			return true
+		}
+	}
+	return false
 }
 
 // size is the arena Event needs for vals: every kept copy, the id once.
@@ -88,6 +151,11 @@ func (b *Binding) size(vals []Value) int {
 	}
 	for _, h := range b.headerCols {
 		size += len(vals[h.col].Data)
+	}
+	for _, f := range b.fields {
+		if f.Place == PlaceHeader {
+			size += len(vals[f.col].Data)
+		}
 	}
 	return size
 }
@@ -136,21 +204,22 @@ func (m *Mapper) topic(segs []segmentIndex, vals []Value) (string, error) {
 }
 
 // reservedHeaders are set by the relay from the row's columns. A headers
-// column may not add a second copy: consumers dedupe on the first `id` they
-// find, and a row must not be able to pose as another event.
+// column may not add a second copy (nor one of a placed column's, nor a
+// CloudEvents attribute): consumers dedupe on the first `id` they find,
+// and a row must not be able to pose as another event.
 var reservedHeaders = map[string]bool{"id": true, "event_type": true, "aggregate_type": true, "aggregate_id": true}
 
 // appendJSONHeaders adds the string entries of a JSON object, except the
 // reserved ones. Other values are left out: a header is bytes, and guessing
 // an encoding for numbers or objects would surprise a consumer more than
 // their absence.
-func appendJSONHeaders(hs []outboxrelay.Header, raw []byte) []outboxrelay.Header {
+func appendJSONHeaders(hs []outboxrelay.Header, raw []byte, own func(string) bool) []outboxrelay.Header {
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(raw, &obj) != nil {
 		return hs
 	}
 	for _, k := range slices.Sorted(maps.Keys(obj)) {
-		if reservedHeaders[k] {
+		if reservedHeaders[k] || own(k) {
 			continue
 		}
 		v := obj[k]

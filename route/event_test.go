@@ -257,7 +257,7 @@ func TestBindMissingColumnIsAConfigError(t *testing.T) {
 			}
 			b, err := m.Bind(`"public"."outbox"`, tc.cols)
 			want := `outbox table "public"."outbox" has no column(s) ` + tc.missing +
-				"; add them, or point the column flags (--id-column, --payload-column, ...) at the existing names"
+				"; add them, or point the column flags (--id-column, --payload-column, --field, --timestamp-column, ...) at the existing names"
 			var ce *outboxrelay.ConfigError
 			if b != nil || !errors.As(err, &ce) || err.Error() != want {
 				t.Fatalf("Bind = %v, %v; want a ConfigError %q", b, err, want)

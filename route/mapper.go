@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
@@ -78,8 +79,23 @@ type Binding struct {
 	// column indexes of the outbox fields; headers is -1 when absent.
 	id, payload, headers, key, partition int
 	bytea                                bool // the payload is bytea: decode it
+	payloadOID                           uint32
 	headerCols                           [3]headerColumn
 	topic                                []segmentIndex
+	// fields are the placed columns; ts is the timestamp column, -1 for
+	// the commit time.
+	fields []boundField
+	ts     int
+	tsOID  uint32
+	// source is ce_source: Config.Source, or the relation's name.
+	source string
+}
+
+// boundField is a placed column found in the relation.
+type boundField struct {
+	Field
+	col     int
+	typeOID uint32
 }
 
 // headerColumn is a column every record carries as a header.
@@ -128,11 +144,37 @@ func (m *Mapper) Bind(table string, cols []Column) (*Binding, error) {
 		}
 		b.topic = append(b.topic, segmentIndex{col: must(c.Resolve(s.name)), name: s.name})
 	}
+	m.bindPlaced(b, table, cols, must)
 	if len(missing) > 0 {
 		return nil, configErr(
 			fmt.Sprintf("outbox table %s has no column(s) %q", table, missing),
-			"add them, or point the column flags (--id-column, --payload-column, ...) at the existing names")
+			"add them, or point the column flags (--id-column, --payload-column, --field, --timestamp-column, ...) at the existing names")
 	}
-	b.bytea = cols[b.payload].TypeOID == oidBytea
+	b.payloadOID = cols[b.payload].TypeOID
+	b.bytea = b.payloadOID == oidBytea
+	for i := range b.fields {
+		b.fields[i].typeOID = cols[b.fields[i].col].TypeOID
+	}
+	if b.ts >= 0 {
+		b.tsOID = cols[b.ts].TypeOID
+	}
 	return b, nil
+}
+
+// bindPlaced finds the placed columns and the timestamp column; must
+// records the missing ones.
+func (m *Mapper) bindPlaced(b *Binding, table string, cols []Column, must func(string) int) {
+	b.ts, b.source = -1, m.cfg.Source
+	if b.source == "" {
+		b.source = table
+	}
+	for _, f := range m.cfg.Fields {
+		b.fields = append(b.fields, boundField{Field: f, col: must(f.Column)})
+	}
+	if tc := m.cfg.TimestampColumn; tc != "" {
+		if m.cfg.TimestampOptional && !slices.ContainsFunc(cols, func(c Column) bool { return c.Name == tc }) {
+			return
+		}
+		b.ts = must(tc)
+	}
 }

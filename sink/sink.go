@@ -253,6 +253,9 @@ func NewRecord(ev *outboxrelay.Event, token uint64) *sarama.ProducerMessage {
 		Timestamp: ev.CommitTime,
 		Metadata:  &r.delivery,
 	}
+	if !ev.Timestamp.IsZero() {
+		r.msg.Timestamp = ev.Timestamp
+	}
 	if ev.Key == nil {
 		r.msg.Key = nil
 	}

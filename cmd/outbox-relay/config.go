@@ -14,6 +14,7 @@ import (
 
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/route"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -32,6 +33,7 @@ type options struct {
 
 	output    string // table or json, for the operator commands
 	acceptGap bool
+	preset    string // --preset: a route.Preset name, applied in parse
 
 	flags *flag.FlagSet // the parsed flags, to name them in config errors
 }
@@ -63,9 +65,20 @@ func (o *options) registerGap(fs *flag.FlagSet) {
 func (o *options) registerPG(fs *flag.FlagSet) {
 	fs.StringVar(&o.configFile, "config", "", "YAML file of flag values (keys are flag names)")
 	fs.StringVar(&o.pg.ConnString, "pg-url", "", "Postgres libpq URL (required); the relay adds replication=database itself")
-	fs.StringVar(&o.pg.Table, "table", o.pg.Table, "outbox table as schema.table, names as written (case kept); double-quote a part holding a dot: \"my.schema\".outbox")
 	fs.StringVar(&o.pg.Publication, "publication", o.pg.Publication, "publication to stream, name as written (created FOR TABLE <table> WITH (publish = 'insert', publish_via_partition_root = true) if missing)")
 	fs.StringVar(&o.pg.Slot, "slot", o.pg.Slot, "logical replication slot (pgoutput; created if missing)")
+	o.registerRouting(fs)
+	fs.StringVar(&o.pg.MessagePrefix, "message-prefix", "", "also turn transactional logical messages pg_logical_emit_message(true, PREFIX, json) into events (PostgreSQL 14+); "+
+		"with --table '' the outbox is table-less (see README 'A table-less outbox')")
+	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format: json or console")
+	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn, error")
+}
+
+// registerRouting adds the flags of one outbox: its table and how its rows
+// become records. They are also the keys of an item of the config file's
+// outboxes list.
+func (o *options) registerRouting(fs *flag.FlagSet) {
+	fs.StringVar(&o.pg.Table, "table", o.pg.Table, "outbox table as schema.table, names as written (case kept); double-quote a part holding a dot: \"my.schema\".outbox; '' with --message-prefix for none")
 	fs.StringVar(&o.pg.Route.Topic, "topic", o.pg.Route.Topic, "topic template; {column} is replaced by the row's value")
 	fs.StringVar(&o.pg.Route.KeyColumn, "key-column", o.pg.Route.KeyColumn, "column used as the message key (the event id: the idempotency key)")
 	fs.StringVar(&o.pg.Route.PartitionBy, "partition-by", o.pg.Route.PartitionBy, "column whose murmur2 hash picks the partition; 'key' hashes the message key")
@@ -75,8 +88,15 @@ func (o *options) registerPG(fs *flag.FlagSet) {
 	fs.StringVar(&o.pg.Route.Columns.EventType, "event-type-column", o.pg.Route.Columns.EventType, "event type column")
 	fs.StringVar(&o.pg.Route.Columns.Payload, "payload-column", o.pg.Route.Columns.Payload, "payload column (jsonb, json, text, varchar or bytea)")
 	fs.StringVar(&o.pg.Route.Columns.Headers, "headers-column", o.pg.Route.Columns.Headers, "jsonb column whose string entries become record headers; '' for none")
-	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log format: json or console")
-	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn, error")
+	fs.Var(presetFlag{&o.preset}, "preset", "start the routing flags from a preset: "+strings.Join(route.PresetNames(), ", ")+
+		" (Debezium's Outbox Event Router defaults, see docs/migrating-from-debezium.md); flags you set win")
+	fs.BoolVar(&o.pg.Route.TombstoneOnEmptyPayload, "tombstone-on-empty-payload", false,
+		"a NULL payload becomes a tombstone (null value, same key and headers) instead of an undeliverable event")
+	fs.Var((*fieldsFlag)(&o.pg.Route.Fields), "field", "place a column in every record: COLUMN:header[:ALIAS] or COLUMN:envelope[:ALIAS]; repeatable (comma-separated in the environment and the file)")
+	fs.StringVar(&o.pg.Route.TimestampColumn, "timestamp-column", "", "timestamptz, timestamp or bigint (epoch ms) column for the record timestamp; '' for the commit time")
+	fs.StringVar((*string)(&o.pg.Route.Envelope), "envelope", string(o.pg.Route.Envelope),
+		"none (the payload as stored), cloudevents (CloudEvents 1.0 Kafka binding, binary mode: ce_* headers) or json (one versioned JSON document); see README 'Envelopes'")
+	fs.StringVar(&o.pg.Route.Source, "cloudevents-source", "", "ce_source of --envelope cloudevents, a URI-reference; '' derives /<database>/<schema>/<table>")
 }
 
 // registerRun adds the daemon's flags.
@@ -123,7 +143,7 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 var consentFlags = map[string]bool{"accept-gap": true, "yes": true}
 
 // listFlags take comma-separated values; only they accept a YAML list.
-var listFlags = map[string]bool{"kafka-brokers": true}
+var listFlags = map[string]bool{"kafka-brokers": true, "field": true}
 
 // parse applies, in rising precedence, the file, the environment and the
 // command line. Unknown file keys are errors: a typo must not pass silently.
@@ -182,7 +202,13 @@ func parse(fs *flag.FlagSet, o *options, args []string, getenv func(string) stri
 			}
 		}
 	})
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if outboxes, ok := file[outboxesKey]; ok {
+		return o.applyOutboxes(fs, outboxes)
+	}
+	return applyPreset(fs, o)
 }
 
 // checkFileKeys refuses, in file order, unknown keys, keys that may not
@@ -197,6 +223,8 @@ func checkFileKeys(fs *flag.FlagSet, path string, file map[string]fileValue) []e
 	for _, k := range keys {
 		v := file[k]
 		switch {
+		case k == outboxesKey && fs.Lookup("table") != nil:
+			continue // read by applyOutboxes
 		case fs.Lookup(k) == nil:
 			errs = append(errs, fmt.Errorf("%s: line %d: unknown key %q (keys are the flag names of this command)", path, v.line, k))
 		case consentFlags[k]:
@@ -235,6 +263,7 @@ type fileValue struct {
 	text string
 	line int
 	err  error
+	node *yaml.Node // outboxes only: the list, read by applyOutboxes
 }
 
 // readConfigFile reads a YAML mapping of flag names to values. A value is
@@ -273,6 +302,10 @@ func readConfigFile(path string) (map[string]fileValue, error) {
 		k := strings.ReplaceAll(kn.Value, "_", "-")
 		if prev, dup := out[k]; dup {
 			errs = append(errs, fmt.Errorf("%s key %s: given twice (lines %d and %d); keep one", path, k, prev.line, kn.Line))
+			continue
+		}
+		if k == outboxesKey {
+			out[k] = fileValue{line: kn.Line, node: vn}
 			continue
 		}
 		text, err := valueText(k, vn)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"reflect"
+	"strings"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
@@ -38,6 +39,8 @@ func nameFields(err error, o *options) error {
 		c := *fe
 		if name, ok := flags[fe.Pkg+"."+fe.Field]; ok {
 			c.SetBy = "--" + name + " (" + envName(name) + ")"
+		} else if fe.Pkg == "replication" && strings.HasPrefix(fe.Field, "Outboxes[") {
+			c.SetBy = o.configFile + " key " + outboxesKey + " " + fe.Field
 		}
 		named[i] = &c
 	}
