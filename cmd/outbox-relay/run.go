@@ -111,8 +111,12 @@ func serve(ctx context.Context, o *options, r *relay.Relay, ln net.Listener, log
 		g.Go(func() error { return p.Run(gctx) })
 	}
 	if ln != nil {
-		srv := &http.Server{Addr: o.metricsAddr, Handler: healthMux(r, reg), ReadHeaderTimeout: 5 * time.Second}
-		logger.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz")
+		hist := newHistory(src, historyStep, historySpan)
+		g.Go(func() error { return hist.Run(gctx) })
+		mux := healthMux(r, reg)
+		mux.Handle("GET /{$}", statusPage(src, hist, o.pg.Slot, readBuildInfo().String()))
+		srv := &http.Server{Addr: o.metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		logger.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz and the status page at /")
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("metrics server: %w", err)
