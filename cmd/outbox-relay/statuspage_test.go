@@ -149,3 +149,28 @@ func TestStatusPageEscapes(t *testing.T) {
 		t.Errorf("the page does not show the error text as text:\n%s", dom)
 	}
 }
+
+// TestStatusPageShowsLastProblem: with Kafka unreachable the session fails
+// and restarts; the page names the phase, the error and what to do.
+func TestStatusPageShowsLastProblem(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f := newFixture(t)
+	// A later flag wins: the broker address is a closed port.
+	d := f.start(ctx, t, "--progress-interval", "0", "--kafka-brokers", "127.0.0.1:1", "--kafka-timeout", "1s")
+	var page string
+	if !eventually.True(ctx, 50*time.Millisecond, func() bool {
+		_, page = d.get(t, "/")
+		return strings.Contains(page, `<div class="problem" id="problem">`)
+	}) {
+		t.Fatalf("the page never showed a problem:\n%s\n%s", page, d.log.String())
+	}
+	for _, want := range []string{"<b>reconnecting</b>", "127.0.0.1:1", "restarts from the slot"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page's problem lacks %q:\n%s", want, page)
+		}
+	}
+	if err := d.stop(); err != nil {
+		t.Fatalf("relay: %v", err)
+	}
+}
