@@ -56,8 +56,17 @@ func TestDemoCtrlCStopsCleanly(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	relayBin, demoBin := filepath.Join(dir, "outbox-relay"), filepath.Join(dir, "outbox-relay-demo")
-	for bin, pkg := range map[string]string{relayBin: "../outbox-relay", demoBin: "."} {
-		if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+	// TestDemoEndToEnd moves the process to the repository root: name
+	// everything from the module, not from the working directory.
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	for bin, pkg := range map[string]string{relayBin: "./cmd/outbox-relay", demoBin: "./cmd/outbox-relay-demo"} {
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
 			t.Fatalf("build %s: %v\n%s", pkg, err, out)
 		}
 	}
@@ -65,7 +74,7 @@ func TestDemoCtrlCStopsCleanly(t *testing.T) {
 	var buf bytes.Buffer
 	out.w = &buf
 	demo := exec.CommandContext(ctx, demoBin, "--relay", relayBin, "--every", "50ms")
-	demo.Dir = "../.." // the demo reads testdata/outbox.sql
+	demo.Dir = root // the demo reads testdata/outbox.sql
 	demo.Stdout, demo.Stderr = &out, &out
 	// Its own process group, as a terminal's foreground job has.
 	demo.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
