@@ -4,9 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -113,10 +111,6 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	if regexp.MustCompile(`(?i)(src|href)="(https?:)?//`).MatchString(dom) {
 		t.Errorf("the page loads something from elsewhere; it must work offline:\n%s", dom)
-	}
-	if path := os.Getenv("OUTBOX_RELAY_STATUS_SCREENSHOT"); path != "" {
-		abs, _ := filepath.Abs(path)
-		chromium(ctx, t, "http://"+d.addr+"/", "--screenshot="+abs, "--window-size=900,1100", "--hide-scrollbars")
 	}
 	f.stopRelay(ctx, t, d)
 }
