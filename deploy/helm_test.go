@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -17,22 +18,45 @@ import (
 
 // helmModule is the helm the tests run, pinned, from the Go module proxy;
 // .ci/run compiles the same one before make test (a test checks they
-// agree). OUTBOX_RELAY_HELM names another helm binary instead.
+// agree), so its build is not inside make test's time. OUTBOX_RELAY_HELM
+// names another helm binary instead.
 const helmModule = "helm.sh/helm/v3/cmd/helm@v3.22.0"
 
 const chart = "helm/outbox-relay"
+
+// helmCmd is how the tests run helm: OUTBOX_RELAY_HELM, or the binary
+// `go run` built and cached for helmModule (found once with go run -exec
+// echo: one go run, not one per call), or else go run itself.
+var helmCmd []string
+
+func TestMain(m *testing.M) {
+	helmCmd = findHelm()
+	os.Exit(m.Run())
+}
+
+func findHelm() []string {
+	if bin := os.Getenv("OUTBOX_RELAY_HELM"); bin != "" {
+		return []string{bin}
+	}
+	goRun := []string{"go", "run", helmModule}
+	out, err := exec.Command("go", "run", "-exec", "echo", helmModule).Output()
+	if err != nil {
+		return goRun // the helm tests then fail with go run's own error
+	}
+	if bin := strings.TrimSpace(string(out)); filepath.IsAbs(bin) {
+		if _, err := os.Stat(bin); err == nil {
+			return []string{bin}
+		}
+	}
+	return goRun
+}
 
 // helm runs helm with args; the error carries its output.
 func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	var cmd *exec.Cmd
-	if bin := os.Getenv("OUTBOX_RELAY_HELM"); bin != "" {
-		cmd = exec.CommandContext(ctx, bin, args...)
-	} else {
-		cmd = exec.CommandContext(ctx, "go", append([]string{"run", helmModule}, args...)...)
-	}
+	cmd := exec.CommandContext(ctx, helmCmd[0], append(helmCmd[1:len(helmCmd):len(helmCmd)], args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
