@@ -31,8 +31,11 @@ vet:
 	$(GO) vet $(PKGS)
 
 ## demo: throwaway Postgres + local Kafka-protocol broker + the relay, end to end. Ctrl-C cleans up.
+## The demo is built and run as a binary, not with `go run`: go run exits 1
+## whenever it sees the terminal's SIGINT, even after its child stopped cleanly.
 demo: build
-	$(GO) run ./cmd/outbox-relay-demo --relay $(BIN)
+	$(GO) build -o bin/outbox-relay-demo ./cmd/outbox-relay-demo
+	bin/outbox-relay-demo --relay $(BIN)
 
 ## bench: the benchmark suite (see docs/benchmarks.md). BENCH_ARGS passes flags, e.g.
 ## make bench BENCH_ARGS="-broker apache -scenarios drain,huge" (Apache Kafka needs Java 17+).

@@ -131,6 +131,8 @@ type SlotMonitor struct {
 	log      zerolog.Logger
 
 	lag       prometheus.Gauge
+	server    prometheus.Gauge
+	confirmed prometheus.Gauge
 	retained  prometheus.Gauge
 	safe      prometheus.Gauge
 	active    prometheus.Gauge
@@ -149,6 +151,14 @@ func NewSlotMonitor(cfg replication.Config, interval time.Duration, log zerolog.
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outbox_relay_slot_lag_bytes",
 			Help: "WAL written since the slot's confirmed_flush_lsn (pg_current_wal_lsn() - confirmed_flush_lsn), polled from the server.",
+		}),
+		server: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_slot_server_lsn",
+			Help: "The server's WAL position (pg_current_wal_lsn()) at the last poll, as a number.",
+		}),
+		confirmed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbox_relay_slot_confirmed_flush_lsn",
+			Help: "The slot's confirmed_flush_lsn at the last poll, as a number (0 while the slot is missing).",
 		}),
 		retained: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outbox_relay_slot_retained_wal_bytes",
@@ -172,7 +182,7 @@ func NewSlotMonitor(cfg replication.Config, interval time.Duration, log zerolog.
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lag, m.retained, m.safe, m.active, m.walStatus, m.errors)
+		reg.MustRegister(m.lag, m.server, m.confirmed, m.retained, m.safe, m.active, m.walStatus, m.errors)
 	}
 	return m
 }
@@ -233,6 +243,8 @@ func (m *SlotMonitor) poll(ctx context.Context, conn **pgx.Conn) error {
 		m.walStatus.WithLabelValues(s).Set(v)
 	}
 	m.lag.Set(float64(st.UnconfirmedBytes))
+	m.server.Set(float64(st.CurrentWAL))
+	m.confirmed.Set(float64(st.ConfirmedFlush))
 	m.retained.Set(float64(st.RetainedBytes))
 	if st.SafeWALSize != nil {
 		m.safe.Set(float64(*st.SafeWALSize))

@@ -95,6 +95,7 @@ type Relay struct {
 	metrics   *Metrics
 
 	state   atomic.Pointer[State]
+	problem atomic.Pointer[State] // the last state with a problem, for LastProblem
 	tracker atomic.Pointer[checkpoint.Tracker]
 	acks    atomic.Uint64 // acks seen, for the stall watch
 }

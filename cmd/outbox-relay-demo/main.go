@@ -71,6 +71,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	relay := exec.CommandContext(relayCtx, *relayBin, "run",
 		"--pg-url", pg.URL(), "--kafka-brokers", strings.Join(broker.Addrs(), ","),
 		"--log-format", "console", "--status-interval", "1s", "--metrics-addr", metricsAddr)
+	// The relay gets its own process group: a terminal's Ctrl-C reaches
+	// only the demo, which then sends the relay one SIGTERM. Sent both, the
+	// relay would take the second signal as "exit at once" and skip its
+	// drain and final status update.
+	relay.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	relay.Cancel = func() error { return relay.Process.Signal(syscall.SIGTERM) }
 	relay.WaitDelay = 30 * time.Second
 	relay.Stdout, relay.Stderr = prefixed(out, "relay | "), prefixed(out, "relay | ")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -27,9 +28,10 @@ type options struct {
 	kafkaBroker string
 	relay       relay.Config
 
-	metricsAddr string
-	logFormat   string
-	logLevel    string
+	metricsAddr      string
+	progressInterval time.Duration
+	logFormat        string
+	logLevel         string
 
 	output    string // table or json, for the operator commands
 	acceptGap bool
@@ -40,13 +42,14 @@ type options struct {
 
 func newOptions() *options {
 	return &options{
-		pg:          replication.DefaultConfig(),
-		kafka:       sink.DefaultConfig(),
-		relay:       relay.DefaultConfig(),
-		metricsAddr: "127.0.0.1:9187",
-		logFormat:   "json",
-		logLevel:    "info",
-		output:      "table",
+		pg:               replication.DefaultConfig(),
+		kafka:            sink.DefaultConfig(),
+		relay:            relay.DefaultConfig(),
+		metricsAddr:      "127.0.0.1:9187",
+		progressInterval: time.Minute,
+		logFormat:        "json",
+		logLevel:         "info",
+		output:           "table",
 	}
 }
 
@@ -133,7 +136,8 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.StringVar((*string)(&o.relay.OnUndeliverable), "on-undeliverable", string(o.relay.OnUndeliverable),
 		"an event that can never be delivered (unmappable row, record Kafka refuses for good): 'halt' stops at it, 'dead-letter' copies it to --dead-letter-topic and moves on")
 	fs.StringVar(&o.relay.DeadLetterTopic, "dead-letter-topic", o.relay.DeadLetterTopic, "topic for --on-undeliverable dead-letter; headers name the original topic, error, lsn and id")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for /metrics, /healthz and /readyz; '' disables")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for the status page (/), /metrics, /healthz and /readyz; '' disables")
+	fs.DurationVar(&o.progressInterval, "progress-interval", o.progressInterval, "log a progress line (events delivered and per second, confirmed position, lag) this often; 0 disables")
 }
 
 // consentFlags are the operator's one-time consents. They are read from the
@@ -443,6 +447,9 @@ func (o *options) finish() error {
 		if b = strings.TrimSpace(b); b != "" {
 			o.kafka.Brokers = append(o.kafka.Brokers, b)
 		}
+	}
+	if o.progressInterval < 0 {
+		errs = append(errs, fmt.Errorf("--progress-interval %s: use 0 (no progress lines) or a positive duration such as 1m", o.progressInterval))
 	}
 	if o.logFormat != "json" && o.logFormat != "console" {
 		errs = append(errs, fmt.Errorf("--log-format %q: use json or console", o.logFormat))

@@ -64,6 +64,7 @@ func commands() map[string]command {
 		"slot advance": {"move the slot forward to an LSN (--yes), skipping what lies before", runSlotAdvance},
 		"slot skip":    {"move the slot past one undeliverable event (--yes)", runSlotSkip},
 		"slot drop":    {"drop the slot and its checkpoint record (--yes)", runSlotDrop},
+		"version":      {"the version, commit, Go and sarama versions of this build (also --version)", runVersion},
 	}
 }
 
@@ -75,6 +76,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return errUsage
 		}
 		return nil
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args[0] = "version"
 	}
 	name, rest := args[0], args[1:]
 	if name == "slot" && len(rest) > 0 {
