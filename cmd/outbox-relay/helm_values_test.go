@@ -70,6 +70,9 @@ func TestHelmValuesCarryEveryRunFlag(t *testing.T) {
 	// renders config: plus metrics-addr into it).
 	cfg := map[string]yaml.Node{"metrics-addr": {Kind: yaml.ScalarNode, Value: "0.0.0.0:9187"}}
 	for k, v := range values.Config {
+		if k == "preset" && v.Value == "" {
+			continue // the chart's relayConfig leaves an empty preset out
+		}
 		cfg[k] = v
 	}
 	file := filepath.Join(t.TempDir(), "relay.yaml")

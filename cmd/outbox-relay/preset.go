@@ -78,7 +78,12 @@ func (f *fieldsFlag) String() string {
 	return strings.Join(parts, ",")
 }
 
+// Set adds the comma-separated fields of v; an empty v (a config file's
+// `field: ""` or `[]`, as the Helm chart renders it) places none.
 func (f *fieldsFlag) Set(v string) error {
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
 	for _, spec := range strings.Split(v, ",") {
 		fd, err := route.ParseField(strings.TrimSpace(spec))
 		if err != nil {

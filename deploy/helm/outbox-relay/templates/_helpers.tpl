@@ -88,6 +88,10 @@ address, the TLS file paths). Secrets in values.config are refused.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- /* An empty --preset is refused (it lists the presets): "" means none. */ -}}
+{{- if and (hasKey $cfg "preset") (eq (toString (get $cfg "preset")) "") -}}
+{{- $_ := unset $cfg "preset" -}}
+{{- end -}}
 {{- $_ := set $cfg "metrics-addr" (printf "0.0.0.0:%v" .Values.service.port) -}}
 {{- with .Values.secrets.kafkaTLS -}}
 {{- if .secretName -}}
