@@ -64,6 +64,7 @@ func commands() map[string]command {
 		"slot advance": {"move the slot forward to an LSN (--yes), skipping what lies before", runSlotAdvance},
 		"slot skip":    {"move the slot past one undeliverable event (--yes)", runSlotSkip},
 		"slot drop":    {"drop the slot and its checkpoint record (--yes)", runSlotDrop},
+		"prune":        {"delete outbox rows older than --older-than, in batches (--yes)", runPrune},
 	}
 }
 
