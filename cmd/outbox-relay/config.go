@@ -9,9 +9,11 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/outbox-relay/outbox-relay/admin"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/sink"
@@ -25,6 +27,7 @@ type options struct {
 	kafka       sink.Config
 	kafkaBroker string
 	relay       relay.Config
+	retention   admin.RetentionConfig
 
 	metricsAddr string
 	logFormat   string
@@ -41,10 +44,19 @@ func newOptions() *options {
 		pg:          replication.DefaultConfig(),
 		kafka:       sink.DefaultConfig(),
 		relay:       relay.DefaultConfig(),
+		retention:   defaultRetention(),
 		metricsAddr: "127.0.0.1:9187",
 		logFormat:   "json",
 		logLevel:    "info",
 		output:      "table",
+	}
+}
+
+// defaultRetention is off (no age) with prune's defaults.
+func defaultRetention() admin.RetentionConfig {
+	return admin.RetentionConfig{
+		Every: time.Hour,
+		Prune: admin.PruneConfig{Column: "created_at", Batch: admin.DefaultPruneBatch, Pause: admin.DefaultPrunePause},
 	}
 }
 
@@ -113,6 +125,9 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.StringVar((*string)(&o.relay.OnUndeliverable), "on-undeliverable", string(o.relay.OnUndeliverable),
 		"an event that can never be delivered (unmappable row, record Kafka refuses for good): 'halt' stops at it, 'dead-letter' copies it to --dead-letter-topic and moves on")
 	fs.StringVar(&o.relay.DeadLetterTopic, "dead-letter-topic", o.relay.DeadLetterTopic, "topic for --on-undeliverable dead-letter; headers name the original topic, error, lsn and id")
+	fs.Var(age{&o.retention.Prune.OlderThan}, "retention", "delete outbox rows older than this (e.g. 7d), every --retention-interval, from the active relay only (not a standby); 0 keeps them")
+	fs.DurationVar(&o.retention.Every, "retention-interval", o.retention.Every, "with --retention: how often to prune")
+	fs.StringVar(&o.retention.Prune.Column, "created-at-column", o.retention.Prune.Column, "with --retention: timestamptz, timestamp or date column holding each row's creation time (it needs an index)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for /metrics, /healthz and /readyz; '' disables")
 }
 

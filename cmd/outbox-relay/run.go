@@ -73,6 +73,14 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 		return nameFields(err, o)
 	}
 
+	var retention *admin.Retention
+	if o.retention.Prune.OlderThan > 0 {
+		o.retention.ConnString, o.retention.Prune.Table = o.pg.ConnString, o.pg.TableName()
+		active := func() bool { p := r.State().Phase; return p == relay.PhaseStreaming || p == relay.PhaseStalled }
+		if retention, err = admin.NewRetention(o.retention, active, logger, reg); err != nil {
+			return err
+		}
+	}
 	// Listen before starting anything, so a taken port fails cleanly.
 	var ln net.Listener
 	if o.metricsAddr != "" {
@@ -80,7 +88,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 			return fmt.Errorf("listen on --metrics-addr %s: %w (pick a free address, or '' to disable)", o.metricsAddr, err)
 		}
 	}
-	if err := serve(ctx, o, r, ln, logger, reg); err != nil {
+	if err := serve(ctx, o, r, retention, ln, logger, reg); err != nil {
 		logger.Error().Err(err).Msg("relay stopped")
 		return err
 	}
@@ -88,9 +96,10 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	return nil
 }
 
-// serve runs the relay, the slot monitor and, when ln is not nil, the
-// HTTP endpoints, until ctx ends or one of them fails.
-func serve(ctx context.Context, o *options, r *relay.Relay, ln net.Listener, logger zerolog.Logger, reg *prometheus.Registry) error {
+// serve runs the relay, the slot monitor, the retention schedule when
+// retention is not nil and, when ln is not nil, the HTTP endpoints, until
+// ctx ends or one of them fails.
+func serve(ctx context.Context, o *options, r *relay.Relay, retention *admin.Retention, ln net.Listener, logger zerolog.Logger, reg *prometheus.Registry) error {
 	g, gctx := errgroup.WithContext(ctx)
 	relayDone := make(chan struct{})
 	g.Go(func() error {
@@ -102,6 +111,9 @@ func serve(ctx context.Context, o *options, r *relay.Relay, ln net.Listener, log
 	// once ctx ends or with an error, either of which ends gctx.
 	monitor := admin.NewSlotMonitor(o.pg, max(o.pg.StatusInterval, time.Second), logger, reg)
 	g.Go(func() error { return monitor.Run(gctx) })
+	if retention != nil {
+		g.Go(func() error { return retention.Run(gctx) })
+	}
 	if ln != nil {
 		srv := &http.Server{Addr: o.metricsAddr, Handler: healthMux(r, reg), ReadHeaderTimeout: 5 * time.Second}
 		logger.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz")
