@@ -95,6 +95,25 @@ func (o *options) registerPG(fs *flag.FlagSet) {
 func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.BoolVar(&o.pg.Create, "create-missing", o.pg.Create, "create a missing publication and slot at start")
 	fs.DurationVar(&o.pg.StatusInterval, "status-interval", o.pg.StatusInterval, "how often the confirmed position is recorded and sent to Postgres (keep under wal_sender_timeout/2); a relay crash resends at most about this much")
+	o.registerKafka(fs)
+	fs.IntVar(&o.relay.MaxInFlight, "max-in-flight", o.relay.MaxInFlight, "events produced but not yet confirmed; at the cap the WAL reader waits")
+	fs.Int64Var(&o.relay.MaxInFlightBytes, "max-in-flight-bytes", o.relay.MaxInFlightBytes, "bytes (key, value, headers) of those events; bounds memory with large payloads; 0 disables")
+	fs.DurationVar(&o.relay.ShutdownTimeout, "shutdown-timeout", o.relay.ShutdownTimeout, "on SIGTERM, how long to wait for in-flight acks")
+	fs.DurationVar(&o.relay.BackoffMin, "backoff-min", o.relay.BackoffMin, "first wait after a failed session")
+	fs.DurationVar(&o.relay.BackoffMax, "backoff-max", o.relay.BackoffMax, "longest wait between failed sessions")
+	fs.DurationVar(&o.relay.StandbyPoll, "standby-poll", o.relay.StandbyPoll, "how often a standby tries to take over a slot held by another relay")
+	fs.DurationVar(&o.relay.StallTimeout, "stall-timeout", o.relay.StallTimeout, "report stalled (/readyz 503) when events wait this long with no Kafka ack")
+	fs.StringVar((*string)(&o.relay.OnUndeliverable), "on-undeliverable", string(o.relay.OnUndeliverable),
+		"an event that can never be delivered (unmappable row, record Kafka refuses for good): 'halt' stops at it, 'dead-letter' copies it to --dead-letter-topic and moves on")
+	fs.StringVar(&o.relay.DeadLetterTopic, "dead-letter-topic", o.relay.DeadLetterTopic, "topic for --on-undeliverable dead-letter; headers name the original topic, error, lsn and id")
+	fs.Var(age{&o.retention.Prune.OlderThan}, "retention", "delete outbox rows older than this (e.g. 7d), every --retention-interval, from the active relay only (not a standby); 0 keeps them")
+	fs.DurationVar(&o.retention.Every, "retention-interval", o.retention.Every, "with --retention: how often to prune")
+	fs.StringVar(&o.retention.Prune.Column, "created-at-column", o.retention.Prune.Column, "with --retention: timestamptz, timestamp or date column holding each row's creation time (it needs an index)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for /metrics, /healthz and /readyz; '' disables")
+}
+
+// registerKafka adds the producer's flags (run and replay).
+func (o *options) registerKafka(fs *flag.FlagSet) {
 	fs.StringVar(&o.kafkaBroker, "kafka-brokers", "", "Kafka bootstrap brokers, comma-separated host:port (required)")
 	fs.StringVar(&o.kafka.ClientID, "kafka-client-id", o.kafka.ClientID, "Kafka client id")
 	fs.StringVar(&o.kafka.Compression, "kafka-compression", o.kafka.Compression, "none, gzip, snappy, lz4 or zstd")
@@ -115,20 +134,6 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.StringVar(&o.kafka.SASL.Mechanism, "kafka-sasl-mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
 	fs.StringVar(&o.kafka.SASL.User, "kafka-sasl-user", "", "SASL user")
 	fs.StringVar(&o.kafka.SASL.Password, "kafka-sasl-password", "", "SASL password (prefer the environment variable)")
-	fs.IntVar(&o.relay.MaxInFlight, "max-in-flight", o.relay.MaxInFlight, "events produced but not yet confirmed; at the cap the WAL reader waits")
-	fs.Int64Var(&o.relay.MaxInFlightBytes, "max-in-flight-bytes", o.relay.MaxInFlightBytes, "bytes (key, value, headers) of those events; bounds memory with large payloads; 0 disables")
-	fs.DurationVar(&o.relay.ShutdownTimeout, "shutdown-timeout", o.relay.ShutdownTimeout, "on SIGTERM, how long to wait for in-flight acks")
-	fs.DurationVar(&o.relay.BackoffMin, "backoff-min", o.relay.BackoffMin, "first wait after a failed session")
-	fs.DurationVar(&o.relay.BackoffMax, "backoff-max", o.relay.BackoffMax, "longest wait between failed sessions")
-	fs.DurationVar(&o.relay.StandbyPoll, "standby-poll", o.relay.StandbyPoll, "how often a standby tries to take over a slot held by another relay")
-	fs.DurationVar(&o.relay.StallTimeout, "stall-timeout", o.relay.StallTimeout, "report stalled (/readyz 503) when events wait this long with no Kafka ack")
-	fs.StringVar((*string)(&o.relay.OnUndeliverable), "on-undeliverable", string(o.relay.OnUndeliverable),
-		"an event that can never be delivered (unmappable row, record Kafka refuses for good): 'halt' stops at it, 'dead-letter' copies it to --dead-letter-topic and moves on")
-	fs.StringVar(&o.relay.DeadLetterTopic, "dead-letter-topic", o.relay.DeadLetterTopic, "topic for --on-undeliverable dead-letter; headers name the original topic, error, lsn and id")
-	fs.Var(age{&o.retention.Prune.OlderThan}, "retention", "delete outbox rows older than this (e.g. 7d), every --retention-interval, from the active relay only (not a standby); 0 keeps them")
-	fs.DurationVar(&o.retention.Every, "retention-interval", o.retention.Every, "with --retention: how often to prune")
-	fs.StringVar(&o.retention.Prune.Column, "created-at-column", o.retention.Prune.Column, "with --retention: timestamptz, timestamp or date column holding each row's creation time (it needs an index)")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for /metrics, /healthz and /readyz; '' disables")
 }
 
 // consentFlags are the operator's one-time consents. They are read from the
