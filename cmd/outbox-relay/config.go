@@ -37,6 +37,9 @@ type options struct {
 	acceptGap bool
 
 	flags *flag.FlagSet // the parsed flags, to name them in config errors
+	// cmdline names the flags given on the command line (not from the
+	// environment or the file), to print commands that repeat them.
+	cmdline map[string]bool
 }
 
 func newOptions() *options {
@@ -164,6 +167,7 @@ func parse(fs *flag.FlagSet, o *options, args []string, getenv func(string) stri
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.cmdline = set
 
 	if !set["config"] {
 		if v := getenv(envName("config")); v != "" {

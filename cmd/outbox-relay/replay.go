@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/replay"
 )
 
@@ -61,19 +63,25 @@ type replayReport struct {
 	Topics  map[string]int `json:"topics"`
 }
 
+// replayFlags registers replay's flags beyond the connection, table and
+// routing ones.
+func replayFlags(fs *flag.FlagSet, o *options, f *replay.Filter, dryRun, yes *bool) {
+	o.registerKafka(fs)
+	fs.Var(timeFlag{&f.Since}, "since", "re-publish rows created at or after this time (RFC 3339, e.g. 2026-01-02T15:04:05Z; required)")
+	fs.Var(timeFlag{&f.Until}, "until", "and before this time (default: no end)")
+	fs.StringVar(&f.CreatedAt, "created-at-column", f.CreatedAt, "column holding each row's creation time: the window and the order")
+	fs.StringVar(&f.AggregateType, "aggregate-type", "", "only rows of this aggregate type")
+	fs.StringVar(&f.AggregateID, "aggregate-id", "", "only rows of this aggregate id")
+	fs.Var(listFlag{&f.IDs}, "id", "only these event ids (repeat the flag or separate with commas)")
+	fs.BoolVar(dryRun, "dry-run", false, "only map the rows and print what would be sent")
+	fs.BoolVar(yes, "yes", false, "really produce (without it, only print what would be sent)")
+}
+
 func runReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	f := replay.Filter{CreatedAt: "created_at"}
 	var dryRun, yes bool
 	o, err := opsFlags("replay", args, getenv, stderr, func(fs *flag.FlagSet, o *options) {
-		o.registerKafka(fs)
-		fs.Var(timeFlag{&f.Since}, "since", "re-publish rows created at or after this time (RFC 3339, e.g. 2026-01-02T15:04:05Z; required)")
-		fs.Var(timeFlag{&f.Until}, "until", "and before this time (default: no end)")
-		fs.StringVar(&f.CreatedAt, "created-at-column", f.CreatedAt, "column holding each row's creation time: the window and the order")
-		fs.StringVar(&f.AggregateType, "aggregate-type", "", "only rows of this aggregate type")
-		fs.StringVar(&f.AggregateID, "aggregate-id", "", "only rows of this aggregate id")
-		fs.Var(listFlag{&f.IDs}, "id", "only these event ids (repeat the flag or separate with commas)")
-		fs.BoolVar(&dryRun, "dry-run", false, "only map the rows and print what would be sent")
-		fs.BoolVar(&yes, "yes", false, "really produce (without it, only print what would be sent)")
+		replayFlags(fs, o, &f, &dryRun, &yes)
 	})
 	if o == nil {
 		return err
@@ -137,4 +145,63 @@ func printReplay(w io.Writer, r replayReport) {
 	for _, t := range topics {
 		fmt.Fprintf(w, "%s\t%d\n", t, r.Topics[t])
 	}
+}
+
+// secretFlags are never printed: a command that needs one names its
+// environment variable instead.
+var secretFlags = map[string]bool{"pg-url": true, "kafka-sasl-password": true}
+
+// replayHint adds to a gap report the replay command that re-publishes the
+// gap, with the flags the relay was given on the command line that replay
+// shares (the environment and --config file apply to both alike).
+type replayHint struct {
+	err     error
+	command string
+}
+
+func (h *replayHint) Error() string {
+	return h.err.Error() + "\nre-publish the gap's events with:\n  " + h.command
+}
+
+func (h *replayHint) Unwrap() error { return h.err }
+
+func withReplayCommand(err error, o *options) error {
+	var ge *checkpoint.GapError
+	if !errors.As(err, &ge) {
+		return err
+	}
+	args := ge.Gap.ReplayArgs()
+	if args == nil {
+		return err
+	}
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	ro := newOptions()
+	ro.registerPG(fs)
+	var f replay.Filter
+	var dry, yes bool
+	replayFlags(fs, ro, &f, &dry, &yes)
+	names := make([]string, 0, len(o.cmdline))
+	for n := range o.cmdline {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if fs.Lookup(n) == nil || consentFlags[n] || o.flags.Lookup(n) == nil {
+			continue
+		}
+		v := shellQuote(o.flags.Lookup(n).Value.String())
+		if secretFlags[n] {
+			v = `"$` + envName(n) + `"`
+		}
+		args = append(args, "--"+n, v)
+	}
+	return &replayHint{err: err, command: "outbox-relay " + strings.Join(args, " ") + " --yes"}
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:,=@%+-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

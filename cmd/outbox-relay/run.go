@@ -89,6 +89,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 	if err := serve(ctx, o, r, retention, ln, logger, reg); err != nil {
+		err = withReplayCommand(err, o)
 		logger.Error().Err(err).Msg("relay stopped")
 		return err
 	}
