@@ -14,6 +14,7 @@ import (
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/route"
+	"github.com/outbox-relay/outbox-relay/seal"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -205,8 +206,9 @@ const maxInFlight = 10000
 // producer. progress, if not nil, is called after every acked record from
 // the producer's goroutine: it must return quickly. A failed record does
 // not stop the reading: every record is offered, and the failures come
-// back as a *ProduceError with the summary of what was sent.
-func Publish(ctx context.Context, conn *pgx.Conn, cfg replication.Config, kafka sink.Config, f Filter, progress func(acked int), opts ...sink.Option) (Summary, error) {
+// back as a *ProduceError with the summary of what was sent. With keys,
+// each value is sealed as the relay seals it (--encryption-keys).
+func Publish(ctx context.Context, conn *pgx.Conn, cfg replication.Config, kafka sink.Config, f Filter, keys *seal.Keys, progress func(acked int), opts ...sink.Option) (Summary, error) {
 	kafka.StopAtUndeliverable = true
 	p := &publisher{slots: make(chan struct{}, maxInFlight), progress: progress}
 	snk, err := sink.New(kafka, p.ack, opts...)
@@ -218,6 +220,12 @@ func Publish(ctx context.Context, conn *pgx.Conn, cfg replication.Config, kafka 
 	go func() { runErr <- snk.Run(sctx) }()
 	var s Summary
 	err = Rows(ctx, conn, cfg, f, func(ev outboxrelay.Event) error {
+		if keys != nil {
+			var err error
+			if ev, err = keys.Event(&ev); err != nil {
+				return err
+			}
+		}
 		if err := p.produce(ctx, snk, &ev); err != nil {
 			return err
 		}

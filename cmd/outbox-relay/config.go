@@ -16,6 +16,7 @@ import (
 	"github.com/outbox-relay/outbox-relay/admin"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/seal"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -34,6 +35,9 @@ type options struct {
 	logLevel    string
 
 	output    string // table or json, for the operator commands
+	// encryptionKeys is the --encryption-keys file; empty sends values in
+	// clear.
+	encryptionKeys string
 	acceptGap bool
 
 	flags *flag.FlagSet // the parsed flags, to name them in config errors
@@ -117,6 +121,7 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 
 // registerKafka adds the producer's flags (run and replay).
 func (o *options) registerKafka(fs *flag.FlagSet) {
+	fs.StringVar(&o.encryptionKeys, "encryption-keys", "", "file of '<key-id> <base64 256-bit key>' lines: encrypt every record value with AES-256-GCM (the first key encrypts, all decrypt; see docs/operations.md, 'Encrypted payloads'); '' sends values as stored")
 	fs.StringVar(&o.kafkaBroker, "kafka-brokers", "", "Kafka bootstrap brokers, comma-separated host:port (required)")
 	fs.StringVar(&o.kafka.ClientID, "kafka-client-id", o.kafka.ClientID, "Kafka client id")
 	fs.StringVar(&o.kafka.Compression, "kafka-compression", o.kafka.Compression, "none, gzip, snappy, lz4 or zstd")
@@ -439,4 +444,17 @@ func (o *options) finish() error {
 		errs = append(errs, fmt.Errorf("--log-format %q: use json or console", o.logFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// sealKeys loads --encryption-keys; nil without it. A missing or malformed
+// file fails the start, naming the line, never a key.
+func (o *options) sealKeys() (*seal.Keys, error) {
+	if o.encryptionKeys == "" {
+		return nil, nil
+	}
+	k, err := seal.Load(o.encryptionKeys)
+	if err != nil {
+		return nil, fmt.Errorf("--encryption-keys: %w", err)
+	}
+	return k, nil
 }

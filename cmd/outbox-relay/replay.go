@@ -89,6 +89,10 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 	if err := f.Validate(); err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
+	keys, err := o.sealKeys()
+	if err != nil {
+		return err
+	}
 	conn, err := opsConnect(ctx, o)
 	if err != nil {
 		return err
@@ -105,7 +109,7 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 		if err := o.kafka.Validate(); err != nil {
 			return nameFields(err, o)
 		}
-		s, err = replay.Publish(ctx, conn, o.pg, o.kafka, f, func(acked int) {
+		s, err = replay.Publish(ctx, conn, o.pg, o.kafka, f, keys, func(acked int) {
 			if acked%1000 == 0 {
 				fmt.Fprintf(stderr, "replay: %d record(s) acked\n", acked)
 			}

@@ -52,6 +52,10 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	keys, err := o.sealKeys()
+	if err != nil {
+		return err
+	}
 	// sarama records go-metrics (rcrowley) per request and per broker that
 	// nothing here reads: the relay exports its own Prometheus metrics.
 	// Turning them off saved 1-2% of the relay's CPU in a backlog drain
@@ -68,7 +72,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	panics, _ := ctx.Value(panicsKey{}).(*sink.Panics)
-	r, err := wire.Relay(wire.Config{Replication: o.pg, Sink: o.kafka, Relay: o.relay, AcceptGap: o.acceptGap, Panics: panics}, logger, reg)
+	r, err := wire.Relay(wire.Config{Replication: o.pg, Sink: o.kafka, Relay: o.relay, AcceptGap: o.acceptGap, Panics: panics, Seal: keys}, logger, reg)
 	if err != nil {
 		return nameFields(err, o)
 	}
@@ -80,6 +84,9 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 		if retention, err = admin.NewRetention(o.retention, active, logger, reg); err != nil {
 			return err
 		}
+	}
+	if keys != nil {
+		logger.Info().Strs("key_ids", keys.IDs()).Msg("encrypting record values with AES-256-GCM under the first key id")
 	}
 	// Listen before starting anything, so a taken port fails cleanly.
 	var ln net.Listener
