@@ -179,10 +179,9 @@ func (k *Keys) OpenRecord(header func(name string) ([]byte, bool), value []byte)
 	if !ok {
 		return nil, fmt.Errorf("%w: no %s header", ErrNotSealed, HeaderKeyID)
 	}
-	id, ok := header(HeaderEventID)
-	if !ok {
-		return nil, fmt.Errorf("%w: no %s header (the associated data)", ErrNotSealed, HeaderEventID)
-	}
+	// A record without an id (a dead-letter copy of a row with a NULL
+	// id) was sealed with empty associated data.
+	id, _ := header(HeaderEventID)
 	return k.Open(string(keyID), id, value)
 }
 

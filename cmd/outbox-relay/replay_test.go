@@ -45,10 +45,23 @@ func (f *fixture) insertRounds(ctx context.Context, aggs []string, first, n int)
 // key, partition, headers and value plus replayed=true, each aggregate in
 // order, without touching the slot.
 func TestReplayRepublishesTheWindowLikeRun(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		topic string
+	}{
+		{"defaults", nil, "outbox.event.order"},
+		{"template, key and partition", []string{"--topic", "ev.{aggregate_type}.{event_type}", "--key-column", "aggregate_id", "--partition-by", "key"}, "ev.order.Updated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testReplayLikeRun(t, tc.flags, tc.topic) })
+	}
+}
+
+func testReplayLikeRun(t *testing.T, flags []string, topic string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	f := newFixture(t)
-	d := f.start(ctx, t)
+	d := f.start(ctx, t, flags...)
 	d.waitReady(ctx, t)
 
 	aggs := []string{"a-1", "a-2", "a-3"}
@@ -60,17 +73,17 @@ func TestReplayRepublishesTheWindowLikeRun(t *testing.T) {
 	total := len(before) + len(window) + len(after)
 	f.WaitConfirmed(ctx, f.slot, f.CurrentLSN(ctx))
 	f.stopRelay(ctx, t, d)
-	firstRun, err := kafkatest.ReadAll(ctx, f.Kafka.Addrs(), relaytest.Topics("order"), total)
+	firstRun, err := kafkatest.ReadAll(ctx, f.Kafka.Addrs(), []string{topic}, total)
 	if err != nil {
 		t.Fatal(err)
 	}
 	confirmed := f.Confirmed(ctx, f.slot)
 
-	win := []string{"replay", "--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano),
-		"--kafka-brokers", strings.Join(f.Kafka.Addrs(), ","), "--output", "json"}
+	win := append([]string{"replay", "--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano),
+		"--kafka-brokers", strings.Join(f.Kafka.Addrs(), ","), "--output", "json"}, flags...)
 	out, err := f.cli(ctx, append(win, "--dry-run")...)
-	if r := decodeReplay(t, out, err); r.Rows != len(window) || r.Topics["outbox.event.order"] != len(window) || r.Applied || r.Bytes <= 0 {
-		t.Fatalf("dry run: %+v, want %d rows to outbox.event.order", r, len(window))
+	if r := decodeReplay(t, out, err); r.Rows != len(window) || r.Topics[topic] != len(window) || r.Applied || r.Bytes <= 0 {
+		t.Fatalf("dry run: %+v, want %d rows to %s", r, len(window), topic)
 	}
 	if _, err := f.cli(ctx, win...); !errors.Is(err, errNeedYes) {
 		t.Fatalf("replay without --yes: %v, want it refused", err)
@@ -80,7 +93,7 @@ func TestReplayRepublishesTheWindowLikeRun(t *testing.T) {
 		t.Fatalf("replay: %+v, want %d rows applied", r, len(window))
 	}
 
-	recs, err := kafkatest.ReadAll(ctx, f.Kafka.Addrs(), relaytest.Topics("order"), total+len(window))
+	recs, err := kafkatest.ReadAll(ctx, f.Kafka.Addrs(), []string{topic}, total+len(window))
 	if err != nil {
 		t.Fatal(err)
 	}
