@@ -34,11 +34,11 @@ type options struct {
 	logFormat   string
 	logLevel    string
 
-	output    string // table or json, for the operator commands
+	output string // table or json, for the operator commands
 	// encryptionKeys is the --encryption-keys file; empty sends values in
 	// clear.
 	encryptionKeys string
-	acceptGap bool
+	acceptGap      bool
 
 	flags *flag.FlagSet // the parsed flags, to name them in config errors
 	// cmdline names the flags given on the command line (not from the
