@@ -151,7 +151,7 @@ func (o *options) registerKafka(fs *flag.FlagSet) {
 var consentFlags = map[string]bool{"accept-gap": true, "yes": true}
 
 // listFlags take comma-separated values; only they accept a YAML list.
-var listFlags = map[string]bool{"kafka-brokers": true}
+var listFlags = map[string]bool{"kafka-brokers": true, "id": true}
 
 // parse applies, in rising precedence, the file, the environment and the
 // command line. Unknown file keys are errors: a typo must not pass silently.

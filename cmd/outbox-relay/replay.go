@@ -68,7 +68,7 @@ type replayReport struct {
 func replayFlags(fs *flag.FlagSet, o *options, f *replay.Filter, dryRun, yes *bool) {
 	o.registerKafka(fs)
 	fs.Var(timeFlag{&f.Since}, "since", "re-publish rows created at or after this time (RFC 3339, e.g. 2026-01-02T15:04:05Z; required)")
-	fs.Var(timeFlag{&f.Until}, "until", "and before this time (default: no end)")
+	fs.Var(timeFlag{&f.Until}, "until", "and before this time; empty: no end")
 	fs.StringVar(&f.CreatedAt, "created-at-column", f.CreatedAt, "column holding each row's creation time: the window and the order")
 	fs.StringVar(&f.AggregateType, "aggregate-type", "", "only rows of this aggregate type")
 	fs.StringVar(&f.AggregateID, "aggregate-id", "", "only rows of this aggregate id")
