@@ -1,8 +1,8 @@
 // Package admin holds what an operator (or the relay, at the start of each
 // session) does to the database around the stream: preflight checks,
 // creating the publication, slot and checkpoint table, the publication
-// watch, `status`, and the slot tools (peek, advance, skip, drop) and the
-// slot monitor.
+// watch, `status`, the slot tools (peek, advance, skip, drop), the slot
+// monitor, and pruning old outbox rows in batches (PlanPrune, Prune).
 //
 // Each action gathers facts with SQL and judges them with pure functions
 // (Inspection.Err, statusProblems, PlanSkip, DetectGap in checkpoint), so

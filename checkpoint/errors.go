@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
@@ -18,15 +19,20 @@ func (e *GapError) Error() string { return e.config().Error() }
 func (e *GapError) Unwrap() error { return e.config() }
 
 func (e *GapError) config() *outboxrelay.ConfigError {
-	since := ""
-	if !e.Gap.RecordedAt.IsZero() {
-		since = fmt.Sprintf(" (the relay's record was written at %s: outbox rows created after that are the candidates)", e.Gap.RecordedAt.UTC().Format(time.RFC3339))
+	g := &e.Gap
+	fix := fmt.Sprintf("re-publish the missing events from the outbox table, then start once with --accept-gap to go on from %s; see docs/operations.md, 'Gap report'", g.To)
+	if since, until, ok := g.Window(); ok {
+		fix = fmt.Sprintf("re-publish the outbox rows created from %s to %s (the relay's record was last written at %s; the window starts %s earlier for transactions open then) with `outbox-relay %s --yes` and the relay's connection, table and routing flags, "+
+			"and start once with --accept-gap to go on from %s; see docs/operations.md, 'Gap report'",
+			since.Format(time.RFC3339), until.Format(time.RFC3339), g.RecordedAt.UTC().Format(time.RFC3339), ReplayMargin, strings.Join(g.ReplayArgs(), " "), g.To)
+		if g.Kind != GapSlotMoved {
+			fix += "; the gap grows until that start, whose log line prints the window to replay"
+		}
+	} else if !g.RecordedAt.IsZero() {
+		fix = fmt.Sprintf("re-publish the missing events from the outbox table (the relay's record was written at %s: outbox rows created after that are the candidates; `outbox-relay replay --since ...`), then start once with --accept-gap to go on from %s; see docs/operations.md, 'Gap report'",
+			g.RecordedAt.UTC().Format(time.RFC3339), g.To)
 	}
-	return &outboxrelay.ConfigError{
-		Problem: "gap in the event stream: " + e.Gap.Describe(),
-		Fix: fmt.Sprintf("re-publish the missing events from the outbox table%s, then start once with --accept-gap to go on from %s; see docs/operations.md, 'Gap report'",
-			since, e.Gap.To),
-	}
+	return &outboxrelay.ConfigError{Problem: "gap in the event stream: " + g.Describe(), Fix: fix}
 }
 
 // HaltError is a stop at a change that may have kept events out of the

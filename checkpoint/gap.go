@@ -26,6 +26,47 @@ type Gap struct {
 	// RecordedAt is when the relay's record was last written; rows created
 	// after it are the candidates to re-publish.
 	RecordedAt time.Time
+	// DetectedAt is the server's time when the gap was found; zero when
+	// unknown.
+	DetectedAt time.Time
+}
+
+// ReplayMargin is how long before the record's last write the replay
+// window starts. A row's created_at defaults to now(), the start of its
+// transaction, and the record is written up to a status interval after
+// a commit it covers: a transaction that was open that long before the
+// record's write has rows older than it. Replaying a few rows Kafka has
+// costs only duplicates, which consumers drop by id.
+const ReplayMargin = 5 * time.Minute
+
+// replayTail is how far past DetectedAt the window ends: the slot a
+// missing or lost one is replaced with is created a moment after.
+const replayTail = time.Minute
+
+// Window is the span of creation times (created_at) of the outbox rows the
+// gap may hold: from ReplayMargin before the record's last write to a
+// minute after the gap was found, whole seconds, UTC. ok is false when
+// either end is unknown. For a missing or lost slot the gap grows until the
+// relay starts with --accept-gap (a new slot starts there), so the window
+// printed when that start accepts the gap is the one to replay.
+func (g *Gap) Window() (since, until time.Time, ok bool) {
+	if g.RecordedAt.IsZero() || g.DetectedAt.IsZero() {
+		return time.Time{}, time.Time{}, false
+	}
+	since = g.RecordedAt.Add(-ReplayMargin).UTC().Truncate(time.Second)
+	until = g.DetectedAt.Add(replayTail + time.Second).UTC().Truncate(time.Second)
+	return since, until, true
+}
+
+// ReplayArgs are the arguments of `outbox-relay replay` that re-publish
+// Window, without the connection, table and routing flags (cmd adds the
+// relay's own) and without --yes; nil when the window is unknown.
+func (g *Gap) ReplayArgs() []string {
+	since, until, ok := g.Window()
+	if !ok {
+		return nil
+	}
+	return []string{"replay", "--since", since.Format(time.RFC3339), "--until", until.Format(time.RFC3339)}
 }
 
 // DetectGap compares the slot with the relay's record. Read the slot first

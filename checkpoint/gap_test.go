@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"strings"
 	"testing"
+	"time"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
@@ -46,5 +47,28 @@ func TestDetectGap(t *testing.T) {
 				t.Fatalf("gap error %q is not a fatal ConfigError naming the recovery and the LSNs", err)
 			}
 		})
+	}
+}
+
+// The gap report's replay window starts ReplayMargin before the record's
+// last write and ends a minute after the gap was found, in whole seconds.
+func TestGapWindow(t *testing.T) {
+	rec := time.Date(2026, 3, 4, 10, 20, 30, 500, time.UTC)
+	found := time.Date(2026, 3, 4, 11, 30, 0, 250, time.FixedZone("x", 3600))
+	g := Gap{Kind: GapSlotMoved, Slot: "s", From: 1, To: 2, RecordedAt: rec, DetectedAt: found}
+	since, until, ok := g.Window()
+	if !ok || !since.Equal(time.Date(2026, 3, 4, 10, 15, 30, 0, time.UTC)) || !until.Equal(time.Date(2026, 3, 4, 10, 31, 1, 0, time.UTC)) {
+		t.Fatalf("window %s .. %s (%v)", since, until, ok)
+	}
+	want := "replay --since 2026-03-04T10:15:30Z --until 2026-03-04T10:31:01Z"
+	if got := strings.Join(g.ReplayArgs(), " "); got != want {
+		t.Fatalf("replay args %q, want %q", got, want)
+	}
+	if msg := (&GapError{Gap: g}).Error(); !strings.Contains(msg, "outbox-relay "+want+" --yes") {
+		t.Fatalf("gap report does not print the replay: %s", msg)
+	}
+	g.DetectedAt = time.Time{}
+	if _, _, ok := g.Window(); ok || g.ReplayArgs() != nil {
+		t.Fatal("a window without the detection time")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -91,13 +92,17 @@ func (k *Keeper) Check(ctx context.Context, conn *pgx.Conn) error {
 		}
 		return nil
 	}
+	gap.DetectedAt = serverTime(ctx, conn)
 	if !k.acceptGap.CompareAndSwap(true, false) {
 		k.gaps.WithLabelValues("refused").Inc()
 		return &GapError{Gap: *gap}
 	}
 	k.gaps.WithLabelValues("accepted").Inc()
-	k.log.Warn().Str("kind", gap.Kind).Str("from", gap.From.String()).Str("to", gap.To.String()).
-		Msg("--accept-gap: going on past a gap; " + gap.Describe())
+	msg := "--accept-gap: going on past a gap; " + gap.Describe()
+	if args := gap.ReplayArgs(); args != nil {
+		msg += "; re-publish its events with `outbox-relay " + strings.Join(args, " ") + " --yes` and the relay's connection, table and routing flags"
+	}
+	k.log.Warn().Str("kind", gap.Kind).Str("from", gap.From.String()).Str("to", gap.To.String()).Msg(msg)
 	return k.accept(ctx, conn, gap, slot)
 }
 
@@ -154,7 +159,7 @@ func (k *Keeper) Started(ctx context.Context, conn *pgx.Conn, start outboxrelay.
 	}
 	if start > rec.LSN {
 		k.gaps.WithLabelValues("refused").Inc()
-		return 0, &GapError{Gap: Gap{Kind: GapSlotMoved, Slot: k.slot, From: rec.LSN, To: start, RecordedAt: rec.UpdatedAt}}
+		return 0, &GapError{Gap: Gap{Kind: GapSlotMoved, Slot: k.slot, From: rec.LSN, To: start, RecordedAt: rec.UpdatedAt, DetectedAt: serverTime(ctx, conn)}}
 	}
 	k.recorded.Set(float64(rec.LSN))
 	return rec.LSN, nil
@@ -191,4 +196,15 @@ func (k *Keeper) Recorder(conn *pgx.Conn, recorded outboxrelay.LSN, verify func(
 		k.recorded.Set(float64(want))
 		return want, nil
 	}
+}
+
+// serverTime is the server's clock (the one created_at reads), or the
+// relay's when the server cannot say: a gap report prints a time window,
+// not a position, so a wrong clock only widens or shifts it.
+func serverTime(ctx context.Context, conn *pgx.Conn) time.Time {
+	var t time.Time
+	if err := conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&t); err != nil {
+		return time.Now()
+	}
+	return t
 }

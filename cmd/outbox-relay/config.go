@@ -13,9 +13,11 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/outbox-relay/outbox-relay/admin"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/route"
+	"github.com/outbox-relay/outbox-relay/seal"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -27,6 +29,7 @@ type options struct {
 	kafka       sink.Config
 	kafkaBroker string
 	relay       relay.Config
+	retention   admin.RetentionConfig
 
 	metricsAddr      string
 	progressInterval time.Duration
@@ -36,8 +39,14 @@ type options struct {
 	output    string // table or json, for the operator commands
 	acceptGap bool
 	preset    string // --preset: a route.Preset name, applied in parse
+	// encryptionKeys is the --encryption-keys file; empty sends values in
+	// clear.
+	encryptionKeys string
 
 	flags *flag.FlagSet // the parsed flags, to name them in config errors
+	// cmdline names the flags given on the command line (not from the
+	// environment or the file), to print commands that repeat them.
+	cmdline map[string]bool
 }
 
 func newOptions() *options {
@@ -45,11 +54,20 @@ func newOptions() *options {
 		pg:               replication.DefaultConfig(),
 		kafka:            sink.DefaultConfig(),
 		relay:            relay.DefaultConfig(),
+		retention:        defaultRetention(),
 		metricsAddr:      "127.0.0.1:9187",
 		progressInterval: time.Minute,
 		logFormat:        "json",
 		logLevel:         "info",
 		output:           "table",
+	}
+}
+
+// defaultRetention is off (no age) with prune's defaults.
+func defaultRetention() admin.RetentionConfig {
+	return admin.RetentionConfig{
+		Every: time.Hour,
+		Prune: admin.PruneConfig{Column: "created_at", Batch: admin.DefaultPruneBatch, Pause: admin.DefaultPrunePause},
 	}
 }
 
@@ -106,6 +124,27 @@ func (o *options) registerRouting(fs *flag.FlagSet) {
 func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.BoolVar(&o.pg.Create, "create-missing", o.pg.Create, "create a missing publication and slot at start")
 	fs.DurationVar(&o.pg.StatusInterval, "status-interval", o.pg.StatusInterval, "how often the confirmed position is recorded and sent to Postgres (keep under wal_sender_timeout/2); a relay crash resends at most about this much")
+	o.registerKafka(fs)
+	fs.IntVar(&o.relay.MaxInFlight, "max-in-flight", o.relay.MaxInFlight, "events produced but not yet confirmed; at the cap the WAL reader waits")
+	fs.Int64Var(&o.relay.MaxInFlightBytes, "max-in-flight-bytes", o.relay.MaxInFlightBytes, "bytes (key, value, headers) of those events; bounds memory with large payloads; 0 disables")
+	fs.DurationVar(&o.relay.ShutdownTimeout, "shutdown-timeout", o.relay.ShutdownTimeout, "on SIGTERM, how long to wait for in-flight acks")
+	fs.DurationVar(&o.relay.BackoffMin, "backoff-min", o.relay.BackoffMin, "first wait after a failed session")
+	fs.DurationVar(&o.relay.BackoffMax, "backoff-max", o.relay.BackoffMax, "longest wait between failed sessions")
+	fs.DurationVar(&o.relay.StandbyPoll, "standby-poll", o.relay.StandbyPoll, "how often a standby tries to take over a slot held by another relay")
+	fs.DurationVar(&o.relay.StallTimeout, "stall-timeout", o.relay.StallTimeout, "report stalled (/readyz 503) when events wait this long with no Kafka ack")
+	fs.StringVar((*string)(&o.relay.OnUndeliverable), "on-undeliverable", string(o.relay.OnUndeliverable),
+		"an event that can never be delivered (unmappable row, record Kafka refuses for good): 'halt' stops at it, 'dead-letter' copies it to --dead-letter-topic and moves on")
+	fs.StringVar(&o.relay.DeadLetterTopic, "dead-letter-topic", o.relay.DeadLetterTopic, "topic for --on-undeliverable dead-letter; headers name the original topic, error, lsn and id")
+	fs.Var(age{&o.retention.Prune.OlderThan}, "retention", "delete outbox rows older than this (e.g. 7d), every --retention-interval, from the active relay only (not a standby); 0 keeps them")
+	fs.DurationVar(&o.retention.Every, "retention-interval", o.retention.Every, "with --retention: how often to prune")
+	fs.StringVar(&o.retention.Prune.Column, "created-at-column", o.retention.Prune.Column, "with --retention: timestamptz, timestamp or date column holding each row's creation time (it needs an index)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for the status page (/), /metrics, /healthz and /readyz; '' disables")
+	fs.DurationVar(&o.progressInterval, "progress-interval", o.progressInterval, "log a progress line (events delivered and per second, confirmed position, lag) this often; 0 disables")
+}
+
+// registerKafka adds the producer's flags (run and replay).
+func (o *options) registerKafka(fs *flag.FlagSet) {
+	fs.StringVar(&o.encryptionKeys, "encryption-keys", "", "file of '<key-id> <base64 256-bit key>' lines: encrypt every record value with AES-256-GCM (the first key encrypts, all decrypt; see docs/operations.md, 'Encrypted payloads'); '' sends values as stored")
 	fs.StringVar(&o.kafkaBroker, "kafka-brokers", "", "Kafka bootstrap brokers, comma-separated host:port (required)")
 	fs.StringVar(&o.kafka.ClientID, "kafka-client-id", o.kafka.ClientID, "Kafka client id")
 	fs.StringVar(&o.kafka.Compression, "kafka-compression", o.kafka.Compression, "none, gzip, snappy, lz4 or zstd")
@@ -126,18 +165,6 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.StringVar(&o.kafka.SASL.Mechanism, "kafka-sasl-mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
 	fs.StringVar(&o.kafka.SASL.User, "kafka-sasl-user", "", "SASL user")
 	fs.StringVar(&o.kafka.SASL.Password, "kafka-sasl-password", "", "SASL password (prefer the environment variable)")
-	fs.IntVar(&o.relay.MaxInFlight, "max-in-flight", o.relay.MaxInFlight, "events produced but not yet confirmed; at the cap the WAL reader waits")
-	fs.Int64Var(&o.relay.MaxInFlightBytes, "max-in-flight-bytes", o.relay.MaxInFlightBytes, "bytes (key, value, headers) of those events; bounds memory with large payloads; 0 disables")
-	fs.DurationVar(&o.relay.ShutdownTimeout, "shutdown-timeout", o.relay.ShutdownTimeout, "on SIGTERM, how long to wait for in-flight acks")
-	fs.DurationVar(&o.relay.BackoffMin, "backoff-min", o.relay.BackoffMin, "first wait after a failed session")
-	fs.DurationVar(&o.relay.BackoffMax, "backoff-max", o.relay.BackoffMax, "longest wait between failed sessions")
-	fs.DurationVar(&o.relay.StandbyPoll, "standby-poll", o.relay.StandbyPoll, "how often a standby tries to take over a slot held by another relay")
-	fs.DurationVar(&o.relay.StallTimeout, "stall-timeout", o.relay.StallTimeout, "report stalled (/readyz 503) when events wait this long with no Kafka ack")
-	fs.StringVar((*string)(&o.relay.OnUndeliverable), "on-undeliverable", string(o.relay.OnUndeliverable),
-		"an event that can never be delivered (unmappable row, record Kafka refuses for good): 'halt' stops at it, 'dead-letter' copies it to --dead-letter-topic and moves on")
-	fs.StringVar(&o.relay.DeadLetterTopic, "dead-letter-topic", o.relay.DeadLetterTopic, "topic for --on-undeliverable dead-letter; headers name the original topic, error, lsn and id")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for the status page (/), /metrics, /healthz and /readyz; '' disables")
-	fs.DurationVar(&o.progressInterval, "progress-interval", o.progressInterval, "log a progress line (events delivered and per second, confirmed position, lag) this often; 0 disables")
 }
 
 // consentFlags are the operator's one-time consents. They are read from the
@@ -147,7 +174,7 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 var consentFlags = map[string]bool{"accept-gap": true, "yes": true}
 
 // listFlags take comma-separated values; only they accept a YAML list.
-var listFlags = map[string]bool{"kafka-brokers": true, "field": true}
+var listFlags = map[string]bool{"kafka-brokers": true, "field": true, "id": true}
 
 // parse applies, in rising precedence, the file, the environment and the
 // command line. Unknown file keys are errors: a typo must not pass silently.
@@ -168,6 +195,7 @@ func parse(fs *flag.FlagSet, o *options, args []string, getenv func(string) stri
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.cmdline = set
 
 	if !set["config"] {
 		if v := getenv(envName("config")); v != "" {
@@ -455,4 +483,17 @@ func (o *options) finish() error {
 		errs = append(errs, fmt.Errorf("--log-format %q: use json or console", o.logFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// sealKeys loads --encryption-keys; nil without it. A missing or malformed
+// file fails the start, naming the line, never a key.
+func (o *options) sealKeys() (*seal.Keys, error) {
+	if o.encryptionKeys == "" {
+		return nil, nil
+	}
+	k, err := seal.Load(o.encryptionKeys)
+	if err != nil {
+		return nil, fmt.Errorf("--encryption-keys: %w", err)
+	}
+	return k, nil
 }

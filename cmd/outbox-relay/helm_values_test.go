@@ -21,6 +21,7 @@ var chartOwned = map[string]string{
 	"kafka-tls-ca":        "secrets.kafkaTLS.caKey",
 	"kafka-tls-cert":      "secrets.kafkaTLS.certKey",
 	"kafka-tls-key":       "secrets.kafkaTLS.keyKey",
+	"encryption-keys":     "secrets.encryptionKeys",
 	"metrics-addr":        "service.port",
 	"accept-gap":          "(command line only)",
 	"config":              "(the chart's ConfigMap)",

@@ -65,6 +65,8 @@ func commands() map[string]command {
 		"slot skip":    {"move the slot past one undeliverable event (--yes)", runSlotSkip},
 		"slot drop":    {"drop the slot and its checkpoint record (--yes)", runSlotDrop},
 		"version":      {"the version, commit, Go and sarama versions of this build (also --version)", runVersion},
+		"prune":        {"delete outbox rows older than --older-than, in batches (--yes)", runPrune},
+		"replay":       {"re-publish outbox rows created in a window through run's mapping (--yes)", runReplay},
 	}
 }
 

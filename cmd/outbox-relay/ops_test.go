@@ -44,6 +44,17 @@ var slotSeq atomic.Int64
 type fixture struct {
 	*relaytest.Env
 	slot string
+	// pgURLInEnv makes start pass the database as OUTBOX_RELAY_PG_URL,
+	// not --pg-url.
+	pgURLInEnv bool
+}
+
+// env is the environment start gives the relay.
+func (f *fixture) env(k string) string {
+	if f.pgURLInEnv && k == envName("pg-url") {
+		return f.URL
+	}
+	return ""
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -97,16 +108,19 @@ type daemon struct {
 // server; extra flags are appended.
 func (f *fixture) start(ctx context.Context, t *testing.T, extra ...string) *daemon {
 	t.Helper()
-	args := []string{"run", "--pg-url", f.URL, "--slot", f.slot,
+	args := []string{"run", "--slot", f.slot,
 		"--kafka-brokers", strings.Join(f.Kafka.Addrs(), ","),
 		"--status-interval", "100ms", "--backoff-min", "50ms", "--backoff-max", "500ms",
 		"--standby-poll", "200ms", "--shutdown-timeout", "10s",
 		"--kafka-retry-max", "2", "--kafka-retry-backoff", "50ms", "--kafka-timeout", "5s",
 		"--metrics-addr", "127.0.0.1:0", "--log-format", "json"}
+	if !f.pgURLInEnv {
+		args = append(args, "--pg-url", f.URL)
+	}
 	args = append(args, extra...)
 	rctx, cancel := context.WithCancel(context.Background())
 	d := &daemon{log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	go func() { d.done <- run(rctx, args, noEnv, io.Discard, d.log) }()
+	go func() { d.done <- run(rctx, args, f.env, io.Discard, d.log) }()
 	t.Cleanup(func() { _ = d.stop() })
 	// Wait until the relay serves HTTP or has exited, whichever comes
 	// first: a relay that refuses to start (a gap) logs its serving line

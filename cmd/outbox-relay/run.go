@@ -54,6 +54,10 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	build := readBuildInfo()
 	logger.Info().Str("version", build.Version).Str("commit", build.Commit).Str("go", build.Go).Str("sarama", build.Sarama).Msg("outbox-relay starting")
+	keys, err := o.sealKeys()
+	if err != nil {
+		return err
+	}
 	// sarama records go-metrics (rcrowley) per request and per broker that
 	// nothing here reads: the relay exports its own Prometheus metrics.
 	// Turning them off saved 1-2% of the relay's CPU in a backlog drain
@@ -71,11 +75,22 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(reg, build)
 	panics, _ := ctx.Value(panicsKey{}).(*sink.Panics)
-	r, err := wire.Relay(wire.Config{Replication: o.pg, Sink: o.kafka, Relay: o.relay, AcceptGap: o.acceptGap, Panics: panics}, logger, reg)
+	r, err := wire.Relay(wire.Config{Replication: o.pg, Sink: o.kafka, Relay: o.relay, AcceptGap: o.acceptGap, Panics: panics, Seal: keys}, logger, reg)
 	if err != nil {
 		return nameFields(err, o)
 	}
 
+	var retention *admin.Retention
+	if o.retention.Prune.OlderThan > 0 {
+		o.retention.ConnString, o.retention.Prune.Table = o.pg.ConnString, o.pg.TableName()
+		active := func() bool { p := r.State().Phase; return p == relay.PhaseStreaming || p == relay.PhaseStalled }
+		if retention, err = admin.NewRetention(o.retention, active, logger, reg); err != nil {
+			return err
+		}
+	}
+	if keys != nil {
+		logger.Info().Strs("key_ids", keys.IDs()).Msg("encrypting record values with AES-256-GCM under the first key id")
+	}
 	// Listen before starting anything, so a taken port fails cleanly.
 	var ln net.Listener
 	if o.metricsAddr != "" {
@@ -83,7 +98,8 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 			return fmt.Errorf("listen on --metrics-addr %s: %w (pick a free address, or '' to disable)", o.metricsAddr, err)
 		}
 	}
-	if err := serve(ctx, o, r, ln, logger, reg); err != nil {
+	if err := serve(ctx, o, r, retention, ln, logger, reg); err != nil {
+		err = withReplayCommand(err, o)
 		logger.Error().Err(err).Msg("relay stopped")
 		return err
 	}
@@ -91,9 +107,10 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	return nil
 }
 
-// serve runs the relay, the slot monitor and, when ln is not nil, the
-// HTTP endpoints, until ctx ends or one of them fails.
-func serve(ctx context.Context, o *options, r *relay.Relay, ln net.Listener, logger zerolog.Logger, reg *prometheus.Registry) error {
+// serve runs the relay, the slot monitor, the retention schedule when
+// retention is not nil and, when ln is not nil, the HTTP endpoints, until
+// ctx ends or one of them fails.
+func serve(ctx context.Context, o *options, r *relay.Relay, retention *admin.Retention, ln net.Listener, logger zerolog.Logger, reg *prometheus.Registry) error {
 	g, gctx := errgroup.WithContext(ctx)
 	relayDone := make(chan struct{})
 	g.Go(func() error {
@@ -106,6 +123,9 @@ func serve(ctx context.Context, o *options, r *relay.Relay, ln net.Listener, log
 	monitor := admin.NewSlotMonitor(o.pg, max(o.pg.StatusInterval, time.Second), logger, reg)
 	g.Go(func() error { return monitor.Run(gctx) })
 	src := source{gather: reg, relay: r}
+	if retention != nil {
+		g.Go(func() error { return retention.Run(gctx) })
+	}
 	if o.progressInterval > 0 {
 		p := progress{src: src, interval: o.progressInterval, log: logger.With().Str("component", "progress").Logger()}
 		g.Go(func() error { return p.Run(gctx) })

@@ -5,15 +5,18 @@
 package wire
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/admin"
 	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/relay"
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/seal"
 	"github.com/outbox-relay/outbox-relay/sink"
 )
 
@@ -28,6 +31,9 @@ type Config struct {
 	// sarama; cmd sets sarama.PanicHandler to its Handle (a process global,
 	// so tests leave it nil).
 	Panics *sink.Panics
+	// Seal, when not nil, encrypts every record value (--encryption-keys)
+	// after routing, just before it is produced.
+	Seal *seal.Keys
 }
 
 // Relay validates cfg and builds the relay the command runs: its sources
@@ -72,7 +78,30 @@ func Parts(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (func()
 		if cfg.Panics != nil {
 			opts = append(opts, sink.WithPanics(cfg.Panics))
 		}
-		return sink.New(cfg.Sink, ack, opts...)
+		s, err := sink.New(cfg.Sink, ack, opts...)
+		if err != nil || cfg.Seal == nil {
+			return s, err
+		}
+		return sealingSink{Sink: s, keys: cfg.Seal}, nil
 	}
 	return newSource, newSink, nil
+}
+
+// sealingSink encrypts each record value on its way into the producer.
+// It wraps the sink rather than the session's produce path, so every
+// record the relay sends, dead-letter copies included, leaves sealed:
+// a copy of a record Kafka refused holds the sealed value and is sealed
+// again with the same key and event id (open it twice).
+type sealingSink struct {
+	*sink.Sink
+	keys *seal.Keys
+}
+
+// Produce seals a copy of ev and produces it; see sink.Sink.Produce.
+func (s sealingSink) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) error {
+	sealed, err := s.keys.Event(ev)
+	if err != nil {
+		return err
+	}
+	return s.Sink.Produce(ctx, &sealed, token)
 }

@@ -75,10 +75,12 @@ address, the TLS file paths). Secrets in values.config are refused.
 */}}
 {{- define "outbox-relay.relayConfig" -}}
 {{- $cfg := deepCopy .Values.config -}}
-{{- range $k := list "pg-url" "kafka-sasl-password" "kafka-tls-ca" "kafka-tls-cert" "kafka-tls-key" "accept-gap" "metrics-addr" "config" -}}
+{{- range $k := list "pg-url" "kafka-sasl-password" "kafka-tls-ca" "kafka-tls-cert" "kafka-tls-key" "encryption-keys" "accept-gap" "metrics-addr" "config" -}}
 {{- if hasKey $cfg $k -}}
 {{- if or (eq $k "pg-url") (eq $k "kafka-sasl-password") -}}
 {{- fail (printf "config.%s: secrets come from Kubernetes Secrets only; set secrets.%s.name (and .key) instead" $k (ternary "pgURL" "kafkaSASLPassword" (eq $k "pg-url"))) -}}
+{{- else if eq $k "encryption-keys" -}}
+{{- fail "config.encryption-keys: the key file comes from a Kubernetes Secret; set secrets.encryptionKeys.secretName (and .key) instead" -}}
 {{- else if hasPrefix "kafka-tls-" $k -}}
 {{- fail (printf "config.%s: TLS files come from a Kubernetes Secret; set secrets.kafkaTLS.secretName and its keys instead" $k) -}}
 {{- else if eq $k "accept-gap" -}}
@@ -100,6 +102,9 @@ address, the TLS file paths). Secrets in values.config are refused.
 {{- if .certKey }}{{ $_ := set $cfg "kafka-tls-cert" "/etc/outbox-relay/kafka-tls/cert" }}{{ end -}}
 {{- if .keyKey }}{{ $_ := set $cfg "kafka-tls-key" "/etc/outbox-relay/kafka-tls/key" }}{{ end -}}
 {{- end -}}
+{{- end -}}
+{{- if .Values.secrets.encryptionKeys.secretName -}}
+{{- $_ := set $cfg "encryption-keys" "/etc/outbox-relay/encryption/keys" -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end }}
