@@ -73,7 +73,7 @@ func (s *suite) incidentsScenario(ctx context.Context) ([]incidentResult, error)
 			if err != nil {
 				return out, fmt.Errorf("%s (run %d): %w", in.name, i+1, err)
 			}
-			s.logf("incidents: %s: written %d, re-sent %d, lost %d (%.0f events/s; load %s)", in.name, r.written, r.resent, r.lost, r.rate, r.load)
+			s.logf("incidents: %s: written %d, re-sent %d %v, lost %d (%.0f events/s; load %s)", in.name, r.written, r.resent, r.perIncident, r.lost, r.rate, r.load)
 			res.runs = append(res.runs, r)
 		}
 		sorted := slices.Clone(res.runs)
