@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -47,9 +45,10 @@ type incidentRun struct {
 	written int // rows in the outbox table
 	records int // records in the topic
 	resent  int // records beyond the first for an id
-	// perIncident splits resent by the incident that re-sent it: a
-	// re-sent event was written before the incident and after the one
-	// before it.
+	// perIncident splits resent by the incident that re-sent it: an
+	// extra copy appended after the high watermarks read just before an
+	// incident, and before those read before the next, is that
+	// incident's.
 	perIncident []int
 	lost        int // rows no record carries
 	rate        float64
@@ -113,10 +112,15 @@ func (s *suite) runIncident(ctx context.Context, in incident) (incidentRun, erro
 	w := &steadyWriter{s: s, db: db}
 	defer w.close(ctx)
 	s.logf("incidents: %s: %s", in.name, in.desc)
-	var marks []int // the writer's next seq at each incident
+	var marks []map[int32]int64 // the partitions' high watermarks before each incident
 	for _, st := range in.script {
 		if st.do != "write" {
-			marks = append(marks, w.seq)
+			ends, err := kafkatest.EndOffsets(ctx, broker.Addrs(), []string{topic})
+			if err != nil {
+				_ = p.stop()
+				return r, err
+			}
+			marks = append(marks, ends[topic])
 		}
 		if p, err = s.incidentStep(ctx, db, slot, broker.Addrs(), w, p, st); err != nil {
 			_ = p.stop()
@@ -194,7 +198,7 @@ func (s *suite) waitConfirmedAll(ctx context.Context, db *database, slot string,
 // countDelivered reads every record of the topic with its own client and
 // compares the ids with the outbox table, the ground truth (a commit cut
 // off by a restart may have happened).
-func (s *suite) countDelivered(ctx context.Context, db *database, brokers []string, marks []int, r *incidentRun) error {
+func (s *suite) countDelivered(ctx context.Context, db *database, brokers []string, marks []map[int32]int64, r *incidentRun) error {
 	rows, err := db.pool.Query(ctx, "SELECT id::text FROM outbox")
 	if err != nil {
 		return err
@@ -225,13 +229,11 @@ func (s *suite) countDelivered(ctx context.Context, db *database, brokers []stri
 		if seen[id]++; seen[id] == 1 {
 			continue
 		}
-		seq, ok := payloadSeq(rec.Value)
-		if !ok {
-			return fmt.Errorf("record %d@%d: no seq in its payload", rec.Partition, rec.Offset)
+		i := 0
+		for i+1 < len(marks) && rec.Offset >= marks[i+1][rec.Partition] {
+			i++
 		}
-		// The first incident after the event was written re-sent it.
-		i, _ := slices.BinarySearch(marks, seq)
-		r.perIncident[min(i, len(marks)-1)]++
+		r.perIncident[i]++
 	}
 	r.written, r.records = len(ids), len(recs)
 	for _, id := range ids {
@@ -247,22 +249,6 @@ func (s *suite) countDelivered(ctx context.Context, db *database, brokers []stri
 		return fmt.Errorf("%d ids in the topic are not in the outbox table", len(seen))
 	}
 	return nil
-}
-
-// payloadSeq reads "seq" from the jsonb text of a writer's payload.
-func payloadSeq(v []byte) (int, bool) {
-	const key = `"seq": `
-	i := bytes.Index(v, []byte(key))
-	if i < 0 {
-		return 0, false
-	}
-	rest := v[i+len(key):]
-	j := bytes.IndexAny(rest, ",}")
-	if j < 0 {
-		return 0, false
-	}
-	n, err := strconv.Atoi(string(rest[:j]))
-	return n, err == nil
 }
 
 // steadyWriter commits -latency-tx-rows-row transactions at -rate events/s
