@@ -151,7 +151,11 @@ func (s *suite) incidentStep(ctx context.Context, db *database, slot string, bro
 		s.logf("incidents: kill -9 of the relay (pid %d); starting it again", p.pid())
 		_ = p.cmd.Process.Kill()
 		<-p.done
-		return s.startRelay(ctx, db, slot, brokers, "")
+		next, err := s.startRelay(ctx, db, slot, brokers, "")
+		if err != nil {
+			return p, err // the killed one: stopping it is a no-op
+		}
+		return next, nil
 	case "restart-fast", "restart-immediate":
 		mode := st.do[len("restart-"):]
 		s.logf("incidents: restarting Postgres (%s)", mode)

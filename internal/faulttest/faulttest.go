@@ -71,7 +71,7 @@ func StartLoad(env *relaytest.Env, pause time.Duration) *Load {
 // transaction one multi-row INSERT. A failed transaction (Postgres
 // restarting) is not retried, and the pace restarts from the next
 // success: no burst to catch up. A box too slow for the rate writes as
-// fast as it can; Rate says what it managed.
+// fast as it can: Written and Started tell what it managed.
 func StartSteadyLoad(env *relaytest.Env, rate, rows int) *Load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Load{env: env, cancel: cancel, done: make(chan struct{}), started: time.Now()}
