@@ -45,7 +45,11 @@ type options struct {
 	brokerWarmup time.Duration
 }
 
-var allScenarios = []string{"drain", "huge", "latency", "payload"}
+var allScenarios = []string{"drain", "huge", "latency", "payload", "incidents"}
+
+// defaultScenarios run when -scenarios is not given: incidents restarts
+// the suite's Postgres and is asked for by name.
+var defaultScenarios = []string{"drain", "huge", "latency", "payload"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -74,6 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, s.describeBroker())
 	var rows []result
 	var lat []latencyResult
+	var inc []incidentResult
 	for _, name := range o.scenarios {
 		switch name {
 		case "drain":
@@ -103,12 +108,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				}
 				rows = append(rows, r)
 			}
+		case "incidents":
+			r, err := s.incidentsScenario(ctx)
+			if err != nil {
+				return fmt.Errorf("incidents: %w", err)
+			}
+			inc = append(inc, r...)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
 	printResults(stdout, rows, lat, s.brokerCPULabel())
+	printIncidents(stdout, inc, s.o)
 	return nil
 }
 
@@ -116,13 +128,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", "))
+	scen := fs.String("scenarios", strings.Join(defaultScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", "))
 	fs.IntVar(&o.n, "n", 500000, "backlog events for the drain scenario")
 	fs.IntVar(&o.txRows, "tx-rows", 100, "rows per transaction in backlogs")
 	fs.IntVar(&o.payload, "payload", 500, "payload bytes (jsonb text) for the drain and huge scenarios")
 	fs.IntVar(&o.hugeN, "huge-n", 500000, "rows in the single transaction of the huge scenario")
-	fs.IntVar(&o.rate, "rate", 5000, "events/s written in the latency scenario")
-	fs.IntVar(&o.latencyRows, "latency-tx-rows", 10, "rows per transaction in the latency scenario")
+	fs.IntVar(&o.rate, "rate", 5000, "events/s written in the latency and incidents scenarios")
+	fs.IntVar(&o.latencyRows, "latency-tx-rows", 10, "rows per transaction in the latency and incidents scenarios")
 	fs.DurationVar(&o.duration, "duration", 60*time.Second, "how long the latency scenario writes")
 	sizes := fs.String("payload-sizes", "100,1024,10240", "payload bytes for the payload scenario, comma-separated")
 	fs.IntVar(&o.payloadN, "payload-n", 100000, "events per payload size")
@@ -130,7 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.loadConns, "load-conns", 2, "connections writing a backlog in parallel")
 	extra := fs.String("relay-args", "", "extra flags for outbox-relay run, space-separated (e.g. --kafka-linger=2ms)")
 	fs.StringVar(&o.profileDir, "profile", "", "directory for CPU profiles of the drain scenario (relay.pprof from the relay, bench.pprof from this process: with kfake, the broker)")
-	fs.IntVar(&o.runs, "runs", 3, "drains of each backlog per reader (each from its own slot); the table shows the median")
+	fs.IntVar(&o.runs, "runs", 3, "drains of each backlog per reader (each from its own slot), runs of each incident; the tables show the median")
 	fs.StringVar(&o.relayBin, "relay-bin", "", "an outbox-relay binary to measure instead of building ./cmd/outbox-relay (e.g. an older version)")
 	fs.BoolVar(&o.relayFirst, "relay-first", false, "drain with the relay before pg_recvlogical (default: pg_recvlogical first)")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "print where the relay's logs are and keep them")

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -101,3 +102,39 @@ func loadAvg() string {
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// printIncidents prints the incidents table: the run with the median
+// re-sent count of each incident, and every run's count.
+func printIncidents(w io.Writer, inc []incidentResult, o options) {
+	if len(inc) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nIncidents at %d events/s (%d-row transactions), relay flags: %s; median of %d runs by re-sent:\n",
+		o.rate, o.latencyRows, relayFlagsLabel(o.relayArgs), o.runs)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "incident\twritten\twrite rate ev/s\tre-sent\tper incident\tre-sent s of traffic\tlost\tre-sent in each run\tload\t\n")
+	for _, r := range inc {
+		each := make([]string, len(r.runs))
+		for i, run := range r.runs {
+			each[i] = strconv.Itoa(run.resent)
+		}
+		m := r.median
+		per := make([]string, len(m.perIncident))
+		for i, n := range m.perIncident {
+			per[i] = strconv.Itoa(n)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%s\t%.2f\t%d\t%s\t%s\t\n", r.name, m.written, m.rate, m.resent,
+			strings.Join(per, " + "), float64(m.resent)/m.rate, m.lost, strings.Join(each, " "), m.load)
+	}
+	tw.Flush()
+	for _, r := range inc {
+		fmt.Fprintf(w, "%s: %s\n", r.name, r.desc)
+	}
+}
+
+func relayFlagsLabel(args []string) string {
+	if len(args) == 0 {
+		return "defaults"
+	}
+	return strings.Join(args, " ")
+}

@@ -89,7 +89,10 @@ func (s *suite) startRelay(ctx context.Context, db *database, slot string, broke
 		"--metrics-addr", metrics, "--log-level", "info",
 	}
 	args = append(args, s.o.relayArgs...)
-	p := &relayProc{done: make(chan struct{}), logPath: filepath.Join(s.tmp, slot+".relay.log"), metrics: metrics}
+	// Numbered: the incidents scenario starts a relay again on the same
+	// slot after a kill, and the killed one's log is kept.
+	s.relays++
+	p := &relayProc{done: make(chan struct{}), logPath: filepath.Join(s.tmp, fmt.Sprintf("%s.%d.relay.log", slot, s.relays)), metrics: metrics}
 	logFile, err := os.Create(p.logPath)
 	if err != nil {
 		return nil, err

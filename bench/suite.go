@@ -42,6 +42,7 @@ type suite struct {
 	recv    string // pg_recvlogical
 	schema  string
 	seq     int
+	relays  int // relay processes started, for their log names
 }
 
 func newSuite(ctx context.Context, o options, log io.Writer) (*suite, error) {

@@ -45,10 +45,11 @@ type Written struct {
 // (Postgres restarting) is retried after a short pause, with new sequence
 // numbers: seq always grows in commit order.
 type Load struct {
-	env    *relaytest.Env
-	cancel context.CancelFunc
-	done   chan struct{}
-	pause  time.Duration
+	env     *relaytest.Env
+	cancel  context.CancelFunc
+	done    chan struct{}
+	pause   time.Duration
+	started time.Time
 
 	mu       sync.Mutex
 	written  []Written
@@ -58,11 +59,95 @@ type Load struct {
 // StartLoad starts writing. pause is the wait between transactions.
 func StartLoad(env *relaytest.Env, pause time.Duration) *Load {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &Load{env: env, cancel: cancel, done: make(chan struct{}), pause: pause}
+	l := &Load{env: env, cancel: cancel, done: make(chan struct{}), pause: pause, started: time.Now()}
 	go l.run(ctx)
 	env.T.Cleanup(func() { l.Stop() })
 	return l
 }
+
+// StartSteadyLoad writes rows-row transactions at rate events/s from one
+// goroutine until Stop, as a busy application would: paced by a clock, not
+// by each commit's reply (which StartLoad's pause comes on top of), each
+// transaction one multi-row INSERT. A failed transaction (Postgres
+// restarting) is not retried, and the pace restarts from the next
+// success: no burst to catch up. A box too slow for the rate writes as
+// fast as it can: Written and Started tell what it managed.
+func StartSteadyLoad(env *relaytest.Env, rate, rows int) *Load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Load{env: env, cancel: cancel, done: make(chan struct{}), started: time.Now()}
+	go l.runSteady(ctx, rate, rows)
+	env.T.Cleanup(func() { l.Stop() })
+	return l
+}
+
+func (l *Load) runSteady(ctx context.Context, rate, rows int) {
+	defer close(l.done)
+	interval := time.Duration(float64(time.Second) * float64(rows) / float64(rate))
+	seq := 0
+	next := time.Now()
+	for ctx.Err() == nil {
+		batch := make([]Written, rows)
+		for i := range batch {
+			batch[i] = Written{AggregateID: fmt.Sprintf("agg-%d", seq%16), Seq: seq}
+			seq++
+		}
+		wait := time.Duration(0)
+		if err := l.insertRows(batch); err != nil {
+			l.mu.Lock()
+			l.failures++
+			l.mu.Unlock()
+			next, wait = time.Now(), 20*time.Millisecond // Postgres is down: do not spin
+		} else {
+			next = next.Add(interval)
+			wait = time.Until(next)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait): // the load's pace, not waiting for a result
+		}
+	}
+}
+
+// insertRows writes batch as one INSERT (one transaction).
+func (l *Load) insertRows(batch []Written) error {
+	tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	types, aggs, seqs := make([]string, len(batch)), make([]string, len(batch)), make([]int32, len(batch))
+	for i, w := range batch {
+		types[i], aggs[i], seqs[i] = aggregateType(w.AggregateID), w.AggregateID, int32(w.Seq)
+	}
+	rows, err := l.env.Pool.Query(tctx, `INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
+		SELECT t, a, 'Updated', jsonb_build_object('seq', s) FROM unnest($1::text[], $2::text[], $3::int[]) AS u(t, a, s)
+		RETURNING id::text, (payload->>'seq')::int`, types, aggs, seqs)
+	if err != nil {
+		return err
+	}
+	ids := map[int]string{}
+	for rows.Next() {
+		var id string
+		var seq int
+		if err := rows.Scan(&id, &seq); err != nil {
+			rows.Close()
+			return err
+		}
+		ids[seq] = id
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i := range batch {
+		batch[i].ID = ids[batch[i].Seq]
+	}
+	return l.acknowledged(tctx, batch)
+}
+
+// aggregateType spreads the aggregates over the load's types.
+func aggregateType(aggregateID string) string {
+	return AggregateTypes[int(aggregateID[len(aggregateID)-1])%len(AggregateTypes)]
+}
+
+// Started is when the load began writing.
+func (l *Load) Started() time.Time { return l.started }
 
 func (l *Load) run(ctx context.Context) {
 	defer close(l.done)
@@ -95,10 +180,9 @@ func (l *Load) insert(batch []Written) error {
 	err := pgx.BeginFunc(tctx, l.env.Pool, func(tx pgx.Tx) error {
 		for i := range batch {
 			w := &batch[i]
-			typ := AggregateTypes[int(w.AggregateID[len(w.AggregateID)-1])%len(AggregateTypes)]
 			if err := tx.QueryRow(tctx, `INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
 				VALUES ($1, $2, 'Updated', jsonb_build_object('seq', $3::int)) RETURNING id::text`,
-				typ, w.AggregateID, w.Seq).Scan(&w.ID); err != nil {
+				aggregateType(w.AggregateID), w.AggregateID, w.Seq).Scan(&w.ID); err != nil {
 				return err
 			}
 		}
@@ -107,7 +191,12 @@ func (l *Load) insert(batch []Written) error {
 	if err != nil {
 		return err
 	}
-	after, err := insertLSN(tctx, l.env)
+	return l.acknowledged(tctx, batch)
+}
+
+// acknowledged adds a committed transaction's events to Written.
+func (l *Load) acknowledged(ctx context.Context, batch []Written) error {
+	after, err := insertLSN(ctx, l.env)
 	if err != nil {
 		return err
 	}
@@ -165,9 +254,21 @@ type Report struct {
 	Duplicates int // records beyond the first for an id
 	// Dups counts the extra copies of each duplicated id.
 	Dups map[string]int
+	// Extra are the records beyond the first for an id, where each is in
+	// Kafka (its offset says when it was appended, relative to the high
+	// watermarks read at a fault: kafkatest.EndOffsets).
+	Extra []Copy
 	// Reordered describes aggregates whose events were first delivered
 	// out of commit order.
 	Reordered []string
+}
+
+// Copy is one record of an event in Kafka.
+type Copy struct {
+	ID        string
+	Topic     string
+	Partition int32
+	Offset    int64
 }
 
 // Verify waits until the slot has confirmed everything written, then reads
@@ -232,6 +333,7 @@ func VerifyUnordered(ctx context.Context, t testing.TB, env *relaytest.Env, slot
 		if seen[id] {
 			rep.Duplicates++
 			rep.Dups[id]++
+			rep.Extra = append(rep.Extra, Copy{ID: id, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
 			continue
 		}
 		seen[id] = true

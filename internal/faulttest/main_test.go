@@ -13,5 +13,8 @@ import (
 var pg *pgtest.Server
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChild())
+	}
 	os.Exit(kafkatest.Main(func() int { return pgtest.Main(m, &pg) }))
 }

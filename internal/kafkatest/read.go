@@ -120,9 +120,27 @@ func topicsOrAll(topics []string) any {
 // used (transaction markers occupy offsets too). Topics that do not exist
 // count as zero, so Count can be polled while a producer starts up.
 func Count(ctx context.Context, addrs []string, topics []string) (int64, error) {
+	ends, err := EndOffsets(ctx, addrs, topics)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, ps := range ends {
+		for _, off := range ps {
+			total += off
+		}
+	}
+	return total, nil
+}
+
+// EndOffsets returns the high watermark of each partition of topics (every
+// non-internal topic when topics is nil), by topic and partition: the
+// offset the next record appended there will get. Topics that do not exist
+// are left out.
+func EndOffsets(ctx context.Context, addrs []string, topics []string) (map[string]map[int32]int64, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ClientID("kafkatest-count"))
 	if err != nil {
-		return 0, fmt.Errorf("kafkatest: new client: %w", err)
+		return nil, fmt.Errorf("kafkatest: new client: %w", err)
 	}
 	defer cl.Close()
 
@@ -135,7 +153,7 @@ func Count(ctx context.Context, addrs []string, topics []string) (int64, error) 
 	}
 	metaResp, err := meta.RequestWith(ctx, cl)
 	if err != nil {
-		return 0, fmt.Errorf("kafkatest: metadata: %w", err)
+		return nil, fmt.Errorf("kafkatest: metadata: %w", err)
 	}
 
 	list := kmsg.NewPtrListOffsetsRequest()
@@ -148,7 +166,7 @@ func Count(ctx context.Context, addrs []string, topics []string) (int64, error) 
 			if errors.Is(err, kerr.UnknownTopicOrPartition) {
 				continue
 			}
-			return 0, fmt.Errorf("kafkatest: metadata for %s: %w", *t.Topic, err)
+			return nil, fmt.Errorf("kafkatest: metadata for %s: %w", *t.Topic, err)
 		}
 		lt := kmsg.NewListOffsetsRequestTopic()
 		lt.Topic = *t.Topic
@@ -160,21 +178,22 @@ func Count(ctx context.Context, addrs []string, topics []string) (int64, error) 
 		}
 		list.Topics = append(list.Topics, lt)
 	}
+	ends := map[string]map[int32]int64{}
 	if len(list.Topics) == 0 {
-		return 0, nil
+		return ends, nil
 	}
 	listResp, err := list.RequestWith(ctx, cl)
 	if err != nil {
-		return 0, fmt.Errorf("kafkatest: list offsets: %w", err)
+		return nil, fmt.Errorf("kafkatest: list offsets: %w", err)
 	}
-	var total int64
 	for _, t := range listResp.Topics {
+		ends[t.Topic] = map[int32]int64{}
 		for _, p := range t.Partitions {
 			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-				return 0, fmt.Errorf("kafkatest: list offsets %s[%d]: %w", t.Topic, p.Partition, err)
+				return nil, fmt.Errorf("kafkatest: list offsets %s[%d]: %w", t.Topic, p.Partition, err)
 			}
-			total += p.Offset
+			ends[t.Topic][p.Partition] = p.Offset
 		}
 	}
-	return total, nil
+	return ends, nil
 }
