@@ -113,6 +113,13 @@ func (o *options) registerRun(fs *flag.FlagSet) {
 	fs.StringVar((*string)(&o.relay.OnUndeliverable), "on-undeliverable", string(o.relay.OnUndeliverable),
 		"an event that can never be delivered (unmappable row, record Kafka refuses for good): 'halt' stops at it, 'dead-letter' copies it to --dead-letter-topic and moves on")
 	fs.StringVar(&o.relay.DeadLetterTopic, "dead-letter-topic", o.relay.DeadLetterTopic, "topic for --on-undeliverable dead-letter; headers name the original topic, error, lsn and id")
+	fs.BoolVar(&o.kafka.Transactions.Enabled, "exactly-once", false, "Kafka transactions: each event visible exactly once to consumers reading with isolation.level=read_committed, "+
+		"through any single failure (see docs/guarantees.md)")
+	fs.StringVar(&o.kafka.Transactions.ID, "exactly-once-transactional-id", "", "transactional.id; relays on one slot must share it (default: outbox-relay-<system identifier>-<slot>)")
+	fs.StringVar(&o.kafka.Transactions.OffsetsTopic, "exactly-once-offsets-topic", o.kafka.Transactions.OffsetsTopic, "compacted topic holding the committed positions (created if missing)")
+	fs.DurationVar(&o.kafka.Transactions.CommitInterval, "exactly-once-commit-interval", o.kafka.Transactions.CommitInterval, "a Kafka transaction commits at least this often; consumers see events only after it")
+	fs.IntVar(&o.kafka.Transactions.CommitBytes, "exactly-once-commit-bytes", o.kafka.Transactions.CommitBytes, "a Kafka transaction commits early once its keys and values reach this size")
+	fs.DurationVar(&o.kafka.Transactions.Timeout, "exactly-once-transaction-timeout", o.kafka.Transactions.Timeout, "transaction.timeout.ms: Kafka aborts a transaction left open this long (a relay that died holding one)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", o.metricsAddr, "listen address for /metrics, /healthz and /readyz; '' disables")
 }
 

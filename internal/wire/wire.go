@@ -72,7 +72,25 @@ func Parts(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (func()
 		if cfg.Panics != nil {
 			opts = append(opts, sink.WithPanics(cfg.Panics))
 		}
+		if cfg.Sink.Transactions.Enabled {
+			return sink.NewTxn(transactions(cfg, sessions.SystemID()), ack, opts...)
+		}
 		return sink.New(cfg.Sink, ack, opts...)
 	}
 	return newSource, newSink, nil
+}
+
+// transactions names this relay to Kafka for --exactly-once: by the
+// database's system identifier and the slot, so a relay taking the slot
+// over (a standby, or the next process) uses the same transactional.id and
+// fences the one before it, and finds its position.
+func transactions(cfg Config, systemID string) sink.Config {
+	sc := cfg.Sink
+	tx := &sc.Transactions
+	tx.Slot = cfg.Replication.Slot
+	tx.PositionKey = systemID + "/" + cfg.Replication.Slot
+	if tx.ID == "" {
+		tx.ID = "outbox-relay-" + systemID + "-" + cfg.Replication.Slot
+	}
+	return sc
 }
