@@ -280,7 +280,7 @@ func (s *session) forward(ctx context.Context, m *replication.Message) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("%w: produce: %w", errKafka, err)
+		return classifyDelivery(fmt.Errorf("produce: %w", err))
 	}
 	return nil
 }

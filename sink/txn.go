@@ -60,6 +60,7 @@ type Txn struct {
 
 	failMu  sync.Mutex
 	failure error // a record failed: the open transaction cannot commit
+	runErr  error // why Run stopped early: Produce returns it
 }
 
 // NewTxn validates cfg, which must have Transactions.Enabled, and returns
@@ -123,6 +124,9 @@ func (t *Txn) Run(ctx context.Context) error {
 	}()
 	close(t.ready)
 	err = t.loop(ctx)
+	if err != nil {
+		t.setRunErr(err)
+	}
 	close(t.closing)
 	if err == nil {
 		err = t.commit()
@@ -166,7 +170,7 @@ func (t *Txn) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) 
 	defer t.mu.Unlock()
 	select {
 	case <-t.closing:
-		return ErrClosed
+		return t.closedErr()
 	default:
 	}
 	if ev.CommitLSN != t.cur.Commit {
@@ -189,7 +193,7 @@ func (t *Txn) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) 
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.closing:
-		return ErrClosed
+		return t.closedErr()
 	}
 	t.metrics.produced.WithLabelValues(t.metrics.topics.Label(ev.Topic)).Inc()
 	t.tokens = append(t.tokens, token)
@@ -281,24 +285,44 @@ func (t *Txn) drain(p sarama.AsyncProducer) {
 
 // failed keeps the first record failure of the open transaction.
 func (t *Txn) failed(pe *sarama.ProducerError) {
-	err := pe.Err
-	if d, isEvent := pe.Msg.Metadata.(*delivery); isEvent {
-		err = waitForTopic(t.missing, t.topicWait, pe.Msg.Topic, err, time.Now())
+	t.failMu.Lock()
+	defer t.failMu.Unlock()
+	if t.failure != nil {
+		return // the rest of a doomed transaction fails with it
+	}
+	d, isEvent := pe.Msg.Metadata.(*delivery)
+	switch {
+	case errors.Is(pe.Err, sarama.ErrProducerFenced), errors.Is(pe.Err, sarama.ErrInvalidProducerEpoch):
+		t.failure = t.classify(pe.Err)
+	case isEvent:
+		err := waitForTopic(t.missing, t.topicWait, pe.Msg.Topic, pe.Err, time.Now())
 		kind := "retriable"
 		if !IsRetriable(err) {
 			kind = "undeliverable"
 		}
 		t.metrics.errors.WithLabelValues(kind).Inc()
-		err = &DeliveryError{EventID: d.id, Topic: pe.Msg.Topic, LSN: d.lsn, CommitLSN: d.commitLSN, Err: err,
+		t.failure = &DeliveryError{EventID: d.id, Topic: pe.Msg.Topic, LSN: d.lsn, CommitLSN: d.commitLSN, Err: err,
 			Key: encoded(pe.Msg.Key), Value: encoded(pe.Msg.Value)}
-	} else {
-		err = fmt.Errorf("write the position to offsets topic %q: %w", pe.Msg.Topic, t.classify(err))
+	default:
+		t.failure = fmt.Errorf("write the position to offsets topic %q: %w", pe.Msg.Topic, t.classify(pe.Err))
 	}
+}
+
+func (t *Txn) setRunErr(err error) {
 	t.failMu.Lock()
 	defer t.failMu.Unlock()
-	if t.failure == nil {
-		t.failure = err
+	t.runErr = err
+}
+
+// closedErr is what Produce returns once Run is stopping: the failure that
+// stopped it, so the session reports the cause, not "closed".
+func (t *Txn) closedErr() error {
+	t.failMu.Lock()
+	defer t.failMu.Unlock()
+	if t.runErr != nil {
+		return t.runErr
 	}
+	return ErrClosed
 }
 
 func (t *Txn) recordFailure() error {

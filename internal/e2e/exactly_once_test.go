@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/faulttest"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
@@ -122,4 +124,60 @@ func TestExactlyOnceHugeTransaction(t *testing.T) {
 	}
 	t.Logf("kill -9 with %v of %d events committed to Kafka (peak %v in flight); the next process dropped %v re-sent events",
 		acked, events, peak, dropped)
+}
+
+// TestExactlyOnceFencedWaitsAsStandby starts another producer with the
+// relay's transactional.id, as a relay taking the slot over does: the
+// relay is fenced, counts it, and waits as a standby rather than fencing
+// back at once; with the slot still free it streams again after
+// --standby-poll, and a read_committed consumer sees every event once.
+func TestExactlyOnceFencedWaitsAsStandby(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 2})
+	p := start(t, env, 500*time.Millisecond, exactlyOnce...)
+	p.waitReadyz(ctx, "streaming", streaming)
+	load := faulttest.StartLoad(env, 2*time.Millisecond)
+	load.WaitWritten(ctx, t, 300)
+
+	var systemID string
+	if err := env.Pool.QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&systemID); err != nil {
+		t.Fatal(err)
+	}
+	fence(ctx, t, env, "outbox-relay-"+systemID+"-"+env.Slot)
+	if !eventually.True(ctx, 20*time.Millisecond, func() bool { return p.metric("outbox_relay_sink_fenced_total") >= 1 }) {
+		t.Fatal("the relay never counted itself fenced")
+	}
+	p.waitReadyz(ctx, "streaming again", streaming)
+	load.WaitWritten(ctx, t, len(load.Written())+300)
+	load.Stop()
+	rep := faulttest.VerifyCommitted(ctx, t, env, env.Slot)
+	if rep.Duplicates != 0 {
+		t.Errorf("%d duplicates seen by a read_committed consumer after the fencing", rep.Duplicates)
+	}
+	rep.Log(t, "--exactly-once: another producer takes the transactional.id", 0)
+}
+
+// fence starts a transactional producer with id, which fences every older
+// producer with it, and aborts its own transaction.
+func fence(ctx context.Context, t *testing.T, env *relaytest.Env, id string) {
+	t.Helper()
+	const topic = "fencer"
+	if err := env.Kafka.CreateTopic(ctx, topic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Kafka.Addrs()...), kgo.TransactionalID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("fence")}).FirstErr(); err != nil {
+		t.Fatalf("produce as %s: %v", id, err)
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
 }
