@@ -41,6 +41,10 @@ type Txn struct {
 	// in Sink.
 	missing   *MissingTopics
 	topicWait time.Duration
+	// backoffMax bounds the wait between retries of a batch; gate is the
+	// connections' (see connect).
+	backoffMax time.Duration
+	gate       *gate
 
 	ready   chan struct{} // closed once the position is read
 	closing chan struct{} // closed when Run begins shutting down
@@ -83,7 +87,7 @@ func NewTxn(cfg Config, onAck AckFunc, opts ...Option) (*Txn, error) {
 	}
 	t := &Txn{
 		cfg: sc, brokers: cfg.Brokers, tx: cfg.Transactions, onAck: onAck, log: s.log, metrics: s.metrics,
-		missing: s.missing, topicWait: cfg.TopicWait,
+		missing: s.missing, topicWait: cfg.TopicWait, backoffMax: cfg.RetryBackoffMax,
 		ready: make(chan struct{}), closing: make(chan struct{}), stopped: make(chan struct{}), full: make(chan struct{}, 1),
 	}
 	if t.metrics == nil {
@@ -131,7 +135,13 @@ func (t *Txn) Run(ctx context.Context) error {
 	if err == nil {
 		err = t.commit()
 	}
-	t.abortOpen()
+	if err != nil {
+		// Nothing more may reach Kafka; the open transaction is aborted
+		// by the next producer with this id (the next session's) or after
+		// the transaction timeout.
+		t.gate.close()
+	}
+	t.dropOpen()
 	producer.AsyncClose()
 	<-drained
 	return err
@@ -218,6 +228,15 @@ func (t *Txn) commit() error {
 	if err := t.recordFailure(); err != nil {
 		return err
 	}
+	if t.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+		// sarama keeps the cause to itself and would wait out the
+		// records' retries before saying it; the fatal causes are being
+		// fenced and losing the rights to the id, and the next session's
+		// start tells the two apart.
+		t.metrics.fenced.Inc()
+		return fmt.Errorf("%w: the transactional producer failed for good: fenced by a newer producer with transactional.id %q "+
+			"(another relay took the slot over), or Kafka no longer lets it use the id", ErrFenced, t.tx.ID)
+	}
 	started := time.Now()
 	t.producer.Input() <- &sarama.ProducerMessage{
 		Topic: t.tx.OffsetsTopic, Key: sarama.StringEncoder(t.tx.PositionKey),
@@ -239,21 +258,14 @@ func (t *Txn) commit() error {
 	return nil
 }
 
-// abortOpen aborts the open transaction, if any, when Run stops after a
+// dropOpen forgets the open transaction, if any, once Run stops after a
 // failure: its events were never acked and the next session resends them.
-func (t *Txn) abortOpen() {
+func (t *Txn) dropOpen() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.open {
-		return
-	}
-	t.open = false
-	t.metrics.transactions.WithLabelValues("aborted").Inc()
-	if t.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
-		return // fenced or worse: the broker aborts it when the next producer starts
-	}
-	if err := t.producer.AbortTxn(); err != nil {
-		t.log.Warn().Err(err).Msg("abort the kafka transaction; the broker aborts it after its timeout or when the next producer starts")
+	if t.open {
+		t.open = false
+		t.metrics.transactions.WithLabelValues("aborted").Inc()
 	}
 }
 
@@ -290,9 +302,14 @@ func (t *Txn) failed(pe *sarama.ProducerError) {
 	if t.failure != nil {
 		return // the rest of a doomed transaction fails with it
 	}
+	if errors.Is(pe.Err, sarama.ErrTransactionNotReady) {
+		// A consequence: the transaction manager already failed (fenced,
+		// say), and the commit returns that cause.
+		return
+	}
 	d, isEvent := pe.Msg.Metadata.(*delivery)
 	switch {
-	case errors.Is(pe.Err, sarama.ErrProducerFenced), errors.Is(pe.Err, sarama.ErrInvalidProducerEpoch):
+	case isFenced(pe.Err):
 		t.failure = t.classify(pe.Err)
 	case isEvent:
 		err := waitForTopic(t.missing, t.topicWait, pe.Msg.Topic, pe.Err, time.Now())

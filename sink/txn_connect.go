@@ -3,7 +3,9 @@ package sink
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -27,7 +29,29 @@ func ptr(s string) *string { return &s }
 // reads the committed position, so no transaction can still commit past
 // what is read.
 func (t *Txn) connect() (sarama.Client, sarama.AsyncProducer, Position, error) {
-	client, err := sarama.NewClient(t.brokers, t.cfg)
+	// Every connection goes through a gate: once the transaction is
+	// doomed, closing it makes sarama's retries of its records (a fenced
+	// producer's PRODUCER_FENCED is one sarama retries) fail at once
+	// instead of holding Run for the whole retry budget.
+	g := newGate(net.Dialer{Timeout: t.cfg.Net.DialTimeout, KeepAlive: t.cfg.Net.KeepAlive})
+	cfg := *t.cfg
+	cfg.Net.Proxy.Enable, cfg.Net.Proxy.Dialer = true, g
+	base, ceiling := cfg.Producer.Retry.Backoff, t.backoffMax
+	cfg.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
+		if g.isClosed() {
+			return 0
+		}
+		t.metrics.retries.Inc()
+		return retryBackoff(retries, base, ceiling)
+	}
+	cfg.Metadata.Retry.BackoffFunc = func(int, int) time.Duration {
+		if g.isClosed() {
+			return 0
+		}
+		return metadataBackoff
+	}
+	t.gate = g
+	client, err := sarama.NewClient(t.brokers, &cfg)
 	if err != nil {
 		return nil, nil, Position{}, fmt.Errorf("connect to kafka: %w", err)
 	}
@@ -106,7 +130,7 @@ func (t *Txn) warnIfNotCompacted(admin sarama.ClusterAdmin, topic string) {
 func (t *Txn) classify(err error) error {
 	id := t.tx.ID
 	switch {
-	case errors.Is(err, sarama.ErrProducerFenced), errors.Is(err, sarama.ErrInvalidProducerEpoch):
+	case isFenced(err):
 		t.metrics.fenced.Inc()
 		return fmt.Errorf("%w: transactional.id %q is in use by a newer producer (another relay took over the slot): %w", ErrFenced, id, err)
 	case errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed):
@@ -123,4 +147,14 @@ func (t *Txn) classify(err error) error {
 		}
 	}
 	return err
+}
+
+// isFenced reports the broker's answers to a producer whose transactional
+// id a newer producer took: its epoch is stale (PRODUCER_FENCED,
+// INVALID_PRODUCER_EPOCH), or the coordinator aborted its transaction under
+// it (INVALID_TXN_STATE: with one producer per id, running transactions one
+// after another, nothing else moves the coordinator's state).
+func isFenced(err error) bool {
+	return errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) ||
+		errors.Is(err, sarama.ErrInvalidTxnState)
 }
