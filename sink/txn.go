@@ -127,7 +127,15 @@ func (t *Txn) Run(ctx context.Context) error {
 		t.drain(producer)
 	}()
 	close(t.ready)
+	watchDone := make(chan struct{})
+	defer close(watchDone)
+	go t.watchFatal(producer, watchDone)
 	err = t.loop(ctx)
+	if err != nil && !errors.Is(err, ErrFenced) && producer.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+		// The first failure seen (a broker connection, say) came with, or
+		// after, the one that ended the transaction manager.
+		err = t.fatal(err)
+	}
 	if err != nil {
 		t.setRunErr(err)
 	}
@@ -161,6 +169,26 @@ func (t *Txn) loop(ctx context.Context) error {
 		}
 		if err := t.commit(); err != nil {
 			return err
+		}
+	}
+}
+
+// watchFatal closes the gate once the transaction manager has failed for
+// good (fenced, say). sarama keeps retrying the open transaction's records
+// (it does not know PRODUCER_FENCED is final), and a commit waits for them
+// before it reports the failure: with the gate closed they fail at once.
+func (t *Txn) watchFatal(p sarama.AsyncProducer, done <-chan struct{}) {
+	tick := time.NewTicker(min(t.tx.CommitInterval, 50*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			if p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+				t.gate.close()
+				return
+			}
 		}
 	}
 }
@@ -225,17 +253,11 @@ func (t *Txn) commit() error {
 	if !t.open {
 		return nil
 	}
+	if t.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+		return t.fatal(t.recordFailure())
+	}
 	if err := t.recordFailure(); err != nil {
 		return err
-	}
-	if t.producer.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
-		// sarama keeps the cause to itself and would wait out the
-		// records' retries before saying it; the fatal causes are being
-		// fenced and losing the rights to the id, and the next session's
-		// start tells the two apart.
-		t.metrics.fenced.Inc()
-		return fmt.Errorf("%w: the transactional producer failed for good: fenced by a newer producer with transactional.id %q "+
-			"(another relay took the slot over), or Kafka no longer lets it use the id", ErrFenced, t.tx.ID)
 	}
 	started := time.Now()
 	t.producer.Input() <- &sarama.ProducerMessage{
@@ -256,6 +278,20 @@ func (t *Txn) commit() error {
 	}
 	t.tokens, t.bytes = t.tokens[:0], 0
 	return nil
+}
+
+// fatal is the error of a transaction manager that failed for good. sarama
+// keeps the cause to itself (and would wait out the records' retries before
+// a commit returned it); the fatal causes are being fenced and losing the
+// rights to the id, and the next session's start tells the two apart.
+func (t *Txn) fatal(seen error) error {
+	t.metrics.fenced.Inc()
+	detail := ""
+	if seen != nil {
+		detail = fmt.Sprintf(" (first record error: %v)", seen)
+	}
+	return fmt.Errorf("%w: the transactional producer failed for good: fenced by a newer producer with transactional.id %q "+
+		"(another relay took the slot over), or Kafka no longer lets it use the id%s", ErrFenced, t.tx.ID, detail)
 }
 
 // dropOpen forgets the open transaction, if any, once Run stops after a
@@ -302,9 +338,9 @@ func (t *Txn) failed(pe *sarama.ProducerError) {
 	if t.failure != nil {
 		return // the rest of a doomed transaction fails with it
 	}
-	if errors.Is(pe.Err, sarama.ErrTransactionNotReady) {
-		// A consequence: the transaction manager already failed (fenced,
-		// say), and the commit returns that cause.
+	if errors.Is(pe.Err, sarama.ErrTransactionNotReady) || errors.Is(pe.Err, errGateClosed) {
+		// Consequences: the transaction manager already failed (fenced,
+		// say: see watchFatal), and the commit returns that cause.
 		return
 	}
 	d, isEvent := pe.Msg.Metadata.(*delivery)
