@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,6 +31,19 @@ type Sessions struct {
 	// outboxMemberships those of cfg.Outboxes.
 	memberships       memberships
 	outboxMemberships []memberships
+	// systemID is the database cluster's system identifier, read by the
+	// first Prepare.
+	systemID atomic.Pointer[string]
+}
+
+// SystemID is the database cluster's system identifier, as text, once a
+// session has been prepared ("" before): with the slot it names this relay
+// to Kafka (the exactly-once producer's transactional.id and position key).
+func (p *Sessions) SystemID() string {
+	if id := p.systemID.Load(); id != nil {
+		return *id
+	}
+	return ""
 }
 
 // NewSessions returns the Preparer of cfg's sessions; keeper keeps the
@@ -59,6 +73,13 @@ func (p *Sessions) Prepare(ctx context.Context) (plan replication.Plan, err erro
 	in, slot, err := p.setUp(ctx, conn)
 	if err != nil {
 		return plan, err
+	}
+	if p.systemID.Load() == nil {
+		var id string
+		if err := conn.QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&id); err != nil {
+			return plan, fmt.Errorf("read the system identifier: %w", err)
+		}
+		p.systemID.Store(&id)
 	}
 	// The watch's first reading is taken before replication starts, so no
 	// change the stream decodes can be older than it.

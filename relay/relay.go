@@ -173,7 +173,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		var wait time.Duration
 		switch {
-		case errors.Is(err, outboxrelay.ErrSlotActive):
+		case errors.Is(err, outboxrelay.ErrSlotActive), errors.Is(err, sink.ErrFenced):
+			// Fenced: a relay with the same transactional.id took over.
+			// Fencing it back would be a fight; wait as its standby.
 			if !standby {
 				r.log.Info().Err(err).Msg("slot held by another relay; waiting as hot standby")
 			}

@@ -137,7 +137,9 @@ func (s *session) startSink(ctx context.Context) bool {
 		if err == nil {
 			err = errors.New("producer stopped")
 		}
-		return fmt.Errorf("%w: %w", errKafka, err)
+		// The exactly-once producer ends its Run at a refused record
+		// rather than reporting it through the AckFunc.
+		return classifyDelivery(err)
 	})
 	return true
 }
@@ -278,7 +280,7 @@ func (s *session) forward(ctx context.Context, m *replication.Message) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("%w: produce: %w", errKafka, err)
+		return classifyDelivery(fmt.Errorf("produce: %w", err))
 	}
 	return nil
 }

@@ -82,6 +82,69 @@ type Config struct {
 	// records after it delivered, raising the limit that refused it and
 	// restarting would put it behind its own aggregate's later events.
 	StopAtUndeliverable bool
+	// Transactions, when Enabled, makes the producer exactly-once (NewTxn).
+	Transactions Transactions
+}
+
+// Transactions configures the exactly-once producer (see Txn).
+type Transactions struct {
+	Enabled bool
+	// ID is the transactional.id. Two relays on one slot must share it, so
+	// that the one taking over fences the other; wire derives it from the
+	// database's system identifier and the slot when it is empty.
+	ID string
+	// OffsetsTopic holds the committed positions, keyed by PositionKey;
+	// created compacted with one partition when missing.
+	OffsetsTopic string
+	// PositionKey is this relay's key in OffsetsTopic (the database's
+	// system identifier and the slot: several relays may share the topic).
+	PositionKey string
+	// Slot is written into each position, for operators reading the topic.
+	Slot string
+	// CommitInterval ends a Kafka transaction at least this often.
+	CommitInterval time.Duration
+	// CommitBytes ends a Kafka transaction early once its records' keys
+	// and values reach this size.
+	CommitBytes int
+	// Timeout is the transaction.timeout.ms the broker aborts an open
+	// transaction after (a relay that died holding one).
+	Timeout time.Duration
+}
+
+// DefaultTransactions are the exactly-once defaults (Enabled false).
+func DefaultTransactions() Transactions {
+	return Transactions{
+		OffsetsTopic:   "outbox-relay.offsets",
+		CommitInterval: 100 * time.Millisecond,
+		CommitBytes:    4 << 20,
+		Timeout:        time.Minute,
+	}
+}
+
+// errors reports the fields NewTxn refuses.
+func (t Transactions) errors() []error {
+	if !t.Enabled {
+		return nil
+	}
+	var errs []error
+	if len(t.ID) > 249 {
+		errs = append(errs, field("Transactions.ID", "%d bytes: use at most 249", len(t.ID)))
+	}
+	if t.OffsetsTopic == "" || len(t.OffsetsTopic) > 249 || strings.ContainsFunc(t.OffsetsTopic, func(r rune) bool {
+		return !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+	}) {
+		errs = append(errs, field("Transactions.OffsetsTopic", "%q: a topic name is 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'", t.OffsetsTopic))
+	}
+	if t.CommitInterval <= 0 {
+		errs = append(errs, field("Transactions.CommitInterval", "%s: must be positive", t.CommitInterval))
+	}
+	if t.CommitBytes <= 0 {
+		errs = append(errs, field("Transactions.CommitBytes", "%d: must be positive", t.CommitBytes))
+	}
+	if t.Timeout < time.Second || t.Timeout < 2*t.CommitInterval {
+		errs = append(errs, field("Transactions.Timeout", "%s: use at least 1s and twice the commit interval (%s)", t.Timeout, t.CommitInterval))
+	}
+	return errs
 }
 
 // DefaultConfig returns the defaults documented in outbox-relay run --help.
@@ -96,6 +159,7 @@ func DefaultConfig() Config {
 		RetryBackoffMax: 5 * time.Second,
 		Timeout:         10 * time.Second,
 		TopicWait:       60 * time.Second,
+		Transactions:    DefaultTransactions(),
 	}
 }
 
@@ -229,6 +293,7 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 		}
 	}
 	errs = append(errs, c.limitErrors()...)
+	errs = append(errs, c.Transactions.errors()...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

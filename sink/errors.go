@@ -171,3 +171,23 @@ func (e *TopicWaitError) Error() string {
 }
 
 func (e *TopicWaitError) Unwrap() error { return e.Err }
+
+// ErrFenced means a newer producer with the same transactional.id started
+// (another relay took the slot over): this one may write nothing more. The
+// relay waits as a hot standby instead of fencing it back.
+var ErrFenced = errors.New("exactly-once producer fenced")
+
+// TransactionsUnavailableError is Kafka answering that it has no
+// transaction coordinator: its transaction state log
+// (__transaction_state) cannot be created or has no leader, typically a
+// cluster with fewer brokers than transaction.state.log.replication.factor
+// (3 by default). The session retries; the message names the fix.
+type TransactionsUnavailableError struct{ Err error }
+
+func (e *TransactionsUnavailableError) Error() string {
+	return fmt.Sprintf("exactly-once: Kafka has no transaction coordinator (%v): its transaction state log is not available. "+
+		"On a cluster with fewer brokers than transaction.state.log.replication.factor (default 3), set it and "+
+		"transaction.state.log.min.isr to what the cluster can hold and restart the brokers; or run without --exactly-once", e.Err)
+}
+
+func (e *TransactionsUnavailableError) Unwrap() error { return e.Err }

@@ -21,6 +21,11 @@ type Metrics struct {
 	// isolations counts batches refused whole and resent one per request.
 	isolations prometheus.Counter
 	latency    prometheus.Histogram
+	// The exactly-once producer's (Txn).
+	transactions     *prometheus.CounterVec
+	txnCommitSeconds prometheus.Histogram
+	committedBefore  prometheus.Counter
+	fenced           prometheus.Counter
 }
 
 // NewMetrics registers the sink's metrics on reg.
@@ -52,9 +57,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from the Postgres commit of an event to its Kafka ack.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
+		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbox_relay_sink_transactions_total",
+			Help: "Kafka transactions of the exactly-once producer, by outcome (committed, aborted).",
+		}, []string{"outcome"}),
+		txnCommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "outbox_relay_sink_transaction_commit_seconds",
+			Help:    "Time the exactly-once producer takes to commit a Kafka transaction (its records flushed, then EndTxn).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		committedBefore: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_sink_already_committed_total",
+			Help: "Events Postgres re-sent that the exactly-once position says Kafka already holds: dropped, not written again.",
+		}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_sink_fenced_total",
+			Help: "Times another producer with the same transactional.id (another relay that took the slot over) fenced this one.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.produced, m.acked, m.errors, m.retries, m.isolations, m.latency)
+		reg.MustRegister(m.produced, m.acked, m.errors, m.retries, m.isolations, m.latency,
+			m.transactions, m.txnCommitSeconds, m.committedBefore, m.fenced)
 	}
 	return m
 }

@@ -165,6 +165,13 @@ func (o *options) registerKafka(fs *flag.FlagSet) {
 	fs.StringVar(&o.kafka.SASL.Mechanism, "kafka-sasl-mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
 	fs.StringVar(&o.kafka.SASL.User, "kafka-sasl-user", "", "SASL user")
 	fs.StringVar(&o.kafka.SASL.Password, "kafka-sasl-password", "", "SASL password (prefer the environment variable)")
+	fs.BoolVar(&o.kafka.Transactions.Enabled, "exactly-once", false, "Kafka transactions: each event visible exactly once to consumers reading with isolation.level=read_committed, "+
+		"through any single failure (see docs/guarantees.md)")
+	fs.StringVar(&o.kafka.Transactions.ID, "exactly-once-transactional-id", "", "transactional.id; relays on one slot must share it (default: outbox-relay-<system identifier>-<slot>)")
+	fs.StringVar(&o.kafka.Transactions.OffsetsTopic, "exactly-once-offsets-topic", o.kafka.Transactions.OffsetsTopic, "compacted topic holding the committed positions (created if missing)")
+	fs.DurationVar(&o.kafka.Transactions.CommitInterval, "exactly-once-commit-interval", o.kafka.Transactions.CommitInterval, "a Kafka transaction commits at least this often; consumers see events only after it")
+	fs.IntVar(&o.kafka.Transactions.CommitBytes, "exactly-once-commit-bytes", o.kafka.Transactions.CommitBytes, "a Kafka transaction commits early once its keys and values reach this size")
+	fs.DurationVar(&o.kafka.Transactions.Timeout, "exactly-once-transaction-timeout", o.kafka.Transactions.Timeout, "transaction.timeout.ms: Kafka aborts a transaction left open this long (a relay that died holding one)")
 }
 
 // consentFlags are the operator's one-time consents. They are read from the

@@ -71,7 +71,7 @@ var procSeq int
 
 // start runs `outbox-relay run` for env with test timings; the connection
 // settings go through the environment, as a deployment would set them.
-func start(t *testing.T, env *relaytest.Env, standbyPoll time.Duration) *proc {
+func start(t *testing.T, env *relaytest.Env, standbyPoll time.Duration, extra ...string) *proc {
 	t.Helper()
 	procSeq++
 	p := &proc{t: t, metrics: freeAddr(t), exited: make(chan struct{}),
@@ -80,10 +80,11 @@ func start(t *testing.T, env *relaytest.Env, standbyPoll time.Duration) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(bin, "run",
+	args := []string{"run",
 		"--status-interval", "200ms", "--backoff-min", "50ms", "--backoff-max", "500ms",
 		"--standby-poll", standbyPoll.String(), "--shutdown-timeout", "5s",
-		"--kafka-retry-backoff", "50ms", "--kafka-timeout", "5s")
+		"--kafka-retry-backoff", "50ms", "--kafka-timeout", "5s"}
+	p.cmd = exec.Command(bin, append(args, extra...)...)
 	p.cmd.Env = append(os.Environ(),
 		"OUTBOX_RELAY_PG_URL="+env.URL,
 		"OUTBOX_RELAY_KAFKA_BROKERS="+strings.Join(env.Kafka.Addrs(), ","),

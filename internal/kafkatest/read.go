@@ -197,3 +197,82 @@ func EndOffsets(ctx context.Context, addrs []string, topics []string) (map[strin
 	}
 	return ends, nil
 }
+
+// sentinelHeader marks the records ReadCommitted writes to find the end.
+const sentinelHeader = "kafkatest-sentinel"
+
+// ReadCommitted returns every record of topics a read_committed consumer
+// sees up to now, sorted like ReadAll. Offsets cannot tell when that is
+// (transaction markers take offsets and are never returned, aborted records
+// are skipped), so it first writes a sentinel record outside any
+// transaction to every partition, then reads until it has seen each one; a
+// read_committed consumer reaches a sentinel only once every transaction
+// before it is decided. The sentinels are left in the topics and not
+// returned.
+func ReadCommitted(ctx context.Context, addrs []string, topics []string) ([]Record, error) {
+	n, err := writeSentinels(ctx, addrs, topics)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ClientID("kafkatest-reader"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(250*time.Millisecond), kgo.ConsumeTopics(topics...))
+	if err != nil {
+		return nil, fmt.Errorf("kafkatest: new reader: %w", err)
+	}
+	defer cl.Close()
+	var recs []Record
+	seen := 0
+	for seen < n && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			rec := toRecord(r)
+			if _, ok := rec.Headers[sentinelHeader]; ok {
+				seen++
+				return
+			}
+			recs = append(recs, rec)
+		})
+	}
+	slices.SortFunc(recs, func(a, b Record) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
+	})
+	if seen < n {
+		return recs, fmt.Errorf("kafkatest: read_committed reached %d of %d partition ends of %v: %w", seen, n, topics, ctx.Err())
+	}
+	return recs, nil
+}
+
+// writeSentinels writes one sentinel record to every partition of topics
+// and returns how many it wrote.
+func writeSentinels(ctx context.Context, addrs []string, topics []string) (int, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ClientID("kafkatest-sentinel"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		return 0, fmt.Errorf("kafkatest: new sentinel producer: %w", err)
+	}
+	defer cl.Close()
+	meta := kmsg.NewPtrMetadataRequest()
+	for _, t := range topics {
+		mt := kmsg.NewMetadataRequestTopic()
+		mt.Topic = kmsg.StringPtr(t)
+		meta.Topics = append(meta.Topics, mt)
+	}
+	resp, err := meta.RequestWith(ctx, cl)
+	if err != nil {
+		return 0, fmt.Errorf("kafkatest: metadata: %w", err)
+	}
+	var recs []*kgo.Record
+	for _, t := range resp.Topics {
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			return 0, fmt.Errorf("kafkatest: metadata for %s: %w", *t.Topic, err)
+		}
+		for _, p := range t.Partitions {
+			recs = append(recs, &kgo.Record{Topic: *t.Topic, Partition: p.Partition,
+				Headers: []kgo.RecordHeader{{Key: sentinelHeader, Value: []byte("end")}}})
+		}
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return 0, fmt.Errorf("kafkatest: write sentinels: %w", err)
+	}
+	return len(recs), nil
+}

@@ -78,7 +78,13 @@ func Parts(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (func()
 		if cfg.Panics != nil {
 			opts = append(opts, sink.WithPanics(cfg.Panics))
 		}
-		s, err := sink.New(cfg.Sink, ack, opts...)
+		var s relay.Sink
+		var err error
+		if cfg.Sink.Transactions.Enabled {
+			s, err = sink.NewTxn(transactions(cfg, sessions.SystemID()), ack, opts...)
+		} else {
+			s, err = sink.New(cfg.Sink, ack, opts...)
+		}
 		if err != nil || cfg.Seal == nil {
 			return s, err
 		}
@@ -93,15 +99,30 @@ func Parts(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (func()
 // a copy of a record Kafka refused holds the sealed value and is sealed
 // again with the same key and event id (open it twice).
 type sealingSink struct {
-	*sink.Sink
+	relay.Sink
 	keys *seal.Keys
 }
 
-// Produce seals a copy of ev and produces it; see sink.Sink.Produce.
+// Produce seals a copy of ev and produces it; see relay.Sink.
 func (s sealingSink) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) error {
 	sealed, err := s.keys.Event(ev)
 	if err != nil {
 		return err
 	}
 	return s.Sink.Produce(ctx, &sealed, token)
+}
+
+// transactions names this relay to Kafka for --exactly-once: by the
+// database's system identifier and the slot, so a relay taking the slot
+// over (a standby, or the next process) uses the same transactional.id and
+// fences the one before it, and finds its position.
+func transactions(cfg Config, systemID string) sink.Config {
+	sc := cfg.Sink
+	tx := &sc.Transactions
+	tx.Slot = cfg.Replication.Slot
+	tx.PositionKey = systemID + "/" + cfg.Replication.Slot
+	if tx.ID == "" {
+		tx.ID = "outbox-relay-" + systemID + "-" + cfg.Replication.Slot
+	}
+	return sc
 }
