@@ -156,9 +156,12 @@ type latencyConsumer struct {
 }
 
 func startLatencyConsumer(ctx context.Context, brokers []string) (*latencyConsumer, error) {
+	// read_committed, as --exactly-once consumers must read: without
+	// transactions it sees each record as soon as read_uncommitted does
+	// (the last stable offset is the high watermark).
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID("bench-latency"),
 		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(time.Second))
+		kgo.FetchMaxWait(time.Second), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		return nil, err
 	}
