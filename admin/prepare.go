@@ -31,19 +31,28 @@ type Sessions struct {
 	// outboxMemberships those of cfg.Outboxes.
 	memberships       memberships
 	outboxMemberships []memberships
-	// systemID is the database cluster's system identifier, read by the
-	// first Prepare.
-	systemID atomic.Pointer[string]
+	// server is what the last Prepare read of the database itself.
+	server atomic.Pointer[Server]
 }
 
-// SystemID is the database cluster's system identifier, as text, once a
-// session has been prepared ("" before): with the slot it names this relay
-// to Kafka (the exactly-once producer's transactional.id and position key).
-func (p *Sessions) SystemID() string {
-	if id := p.systemID.Load(); id != nil {
-		return *id
+// Server describes the database a session streams from, as its Prepare
+// found it: with the slot, SystemID names this relay to Kafka (the
+// exactly-once producer's transactional.id and position key); Timeline and
+// WALEnd let that producer judge a position Kafka holds (one of another
+// timeline or ahead of this WAL is not this database's).
+type Server struct {
+	SystemID string
+	Timeline uint32
+	WALEnd   outboxrelay.LSN
+}
+
+// Server returns what the last prepared session found (the zero Server
+// before the first).
+func (p *Sessions) Server() Server {
+	if s := p.server.Load(); s != nil {
+		return *s
 	}
-	return ""
+	return Server{}
 }
 
 // NewSessions returns the Preparer of cfg's sessions; keeper keeps the
@@ -74,13 +83,15 @@ func (p *Sessions) Prepare(ctx context.Context) (plan replication.Plan, err erro
 	if err != nil {
 		return plan, err
 	}
-	if p.systemID.Load() == nil {
-		var id string
-		if err := conn.QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&id); err != nil {
-			return plan, fmt.Errorf("read the system identifier: %w", err)
-		}
-		p.systemID.Store(&id)
+	var srv Server
+	// The checkpoint's timeline lags a promotion until the checkpoint that
+	// follows it; until then the new primary's WAL is behind what the old
+	// one's relay wrote, which the WAL end check catches.
+	if err := conn.QueryRow(ctx, `SELECT s.system_identifier::text, c.timeline_id, pg_current_wal_lsn()
+		FROM pg_control_system() s, pg_control_checkpoint() c`).Scan(&srv.SystemID, &srv.Timeline, &srv.WALEnd); err != nil {
+		return plan, fmt.Errorf("read the system identifier and timeline: %w", err)
 	}
+	p.server.Store(&srv)
 	// The watch's first reading is taken before replication starts, so no
 	// change the stream decodes can be older than it.
 	watches, err := p.startWatches(ctx, conn, in, slot.ConfirmedFlush)

@@ -101,6 +101,11 @@ type Transactions struct {
 	PositionKey string
 	// Slot is written into each position, for operators reading the topic.
 	Slot string
+	// Timeline and WALEnd describe the database at the session's start
+	// (wire fills them): a position of another timeline is not used, and
+	// one ahead of WALEnd refuses the start (see Txn).
+	Timeline uint32
+	WALEnd   outboxrelay.LSN
 	// CommitInterval ends a Kafka transaction at least this often.
 	CommitInterval time.Duration
 	// CommitBytes ends a Kafka transaction early once its records' keys

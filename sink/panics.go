@@ -20,12 +20,15 @@ import (
 // recovered by the sink itself and need no Panics.
 type Panics struct {
 	mu   sync.Mutex
-	live map[*Sink]struct{}
+	live map[panicker]struct{}
 }
+
+// panicker is a running producer (Sink or Txn) that a panic in sarama ends.
+type panicker interface{ panicked(*PanicError) }
 
 // NewPanics returns an empty Panics.
 func NewPanics() *Panics {
-	return &Panics{live: make(map[*Sink]struct{})}
+	return &Panics{live: make(map[panicker]struct{})}
 }
 
 // Handle ends the Run of every sink running now with a *PanicError: the
@@ -40,13 +43,13 @@ func (p *Panics) Handle(v any) {
 	}
 }
 
-func (p *Panics) add(s *Sink) {
+func (p *Panics) add(s panicker) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.live[s] = struct{}{}
 }
 
-func (p *Panics) remove(s *Sink) {
+func (p *Panics) remove(s panicker) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.live, s)

@@ -19,10 +19,16 @@ import (
 // record starts at Commit (all of them unless the transaction was split
 // across Kafka transactions to stay inside the memory caps). Postgres
 // decodes a transaction the same way every time it re-sends it, so the
-// count names the same events again.
+// count names the same events again as long as the relay maps the same
+// changes to events; EventID, the last counted event's id, checks that.
+// Timeline is the Postgres timeline the position was written on: a
+// position of another timeline (a promoted replica, whose WAL forked) does
+// not describe this WAL.
 type Position struct {
-	Commit outboxrelay.LSN
-	Events int
+	Commit   outboxrelay.LSN
+	Events   int
+	EventID  string
+	Timeline uint32
 }
 
 // covers reports whether the events-th event (1-based) of the transaction
@@ -43,11 +49,14 @@ type positionRecord struct {
 	Slot        string    `json:"slot"`
 	CommitLSN   string    `json:"commit_lsn"`
 	Events      int       `json:"events"`
+	EventID     string    `json:"event_id,omitempty"`
+	Timeline    uint32    `json:"timeline,omitempty"`
 	CommittedAt time.Time `json:"committed_at"`
 }
 
 func encodePosition(slot string, p Position, now time.Time) []byte {
-	b, _ := json.Marshal(positionRecord{Slot: slot, CommitLSN: p.Commit.String(), Events: p.Events, CommittedAt: now.UTC()})
+	b, _ := json.Marshal(positionRecord{Slot: slot, CommitLSN: p.Commit.String(), Events: p.Events,
+		EventID: p.EventID, Timeline: p.Timeline, CommittedAt: now.UTC()})
 	return b
 }
 
@@ -60,29 +69,34 @@ func decodePosition(b []byte) (Position, error) {
 	if err != nil || r.Events < 0 {
 		return Position{}, fmt.Errorf("decode position record: commit_lsn %q, events %d: not a position", r.CommitLSN, r.Events)
 	}
-	return Position{Commit: lsn, Events: r.Events}, nil
+	return Position{Commit: lsn, Events: r.Events, EventID: r.EventID, Timeline: r.Timeline}, nil
 }
 
 // fetchMaxBytes bounds one fetch of the offsets topic.
 const fetchMaxBytes = 8 << 20
 
 // readPosition returns the latest committed position stored under key in
-// topic, reading every partition (a topic someone created with several
-// partitions, or grew, may hold older records of the key elsewhere; the
-// latest position wins) up to its last stable offset, committed records
-// only. Kafka's read_committed fetch returns aborted records too, with the
-// list of aborted transactions, and leaves their filtering to the client;
-// sarama's consumer does that filtering but cannot say when it has read
-// up to the last stable offset (markers take offsets and are never
-// delivered), so the partitions are fetched here directly.
-func readPosition(client sarama.Client, topic, key string) (Position, error) {
+// topic: in each partition the last committed record of the key in offset
+// order (a tombstone resets it), and across partitions (a topic someone
+// created with several, or grew, may hold older records of the key
+// elsewhere) the one that covers most. It reads every partition up to the
+// end offset it had when the read began: records after it are not this
+// relay's (it fenced its own older producers first), and waiting for the
+// last stable offset to reach it, for at most wait, sees past a
+// transaction another relay has open on the topic. Kafka's read_committed
+// fetch returns aborted records too, with the list of aborted
+// transactions, and leaves their filtering to the client; sarama's
+// consumer does that filtering but cannot say when it has read up to an
+// offset (markers take offsets and are never delivered), so the partitions
+// are fetched here directly.
+func readPosition(client sarama.Client, topic, key string, wait time.Duration) (Position, error) {
 	parts, err := client.Partitions(topic)
 	if err != nil {
 		return Position{}, fmt.Errorf("list partitions of offsets topic %q: %w", topic, err)
 	}
 	var best Position
 	for _, p := range parts {
-		pos, err := readPartitionPosition(client, topic, p, key)
+		pos, err := readPartitionPosition(client, topic, p, key, time.Now().Add(wait))
 		if err != nil {
 			return Position{}, fmt.Errorf("read offsets topic %q partition %d: %w", topic, p, err)
 		}
@@ -93,31 +107,42 @@ func readPosition(client sarama.Client, topic, key string) (Position, error) {
 	return best, nil
 }
 
-// readPartitionPosition fetches one partition from its start to its last
-// stable offset.
-func readPartitionPosition(client sarama.Client, topic string, partition int32, key string) (Position, error) {
-	var best Position
+// readPartitionPosition fetches one partition from its start to the end
+// offset it has now.
+func readPartitionPosition(client sarama.Client, topic string, partition int32, key string, deadline time.Time) (Position, error) {
 	off, err := client.GetOffset(topic, partition, sarama.OffsetOldest)
 	if err != nil {
-		return best, fmt.Errorf("find its first offset: %w", err)
+		return Position{}, fmt.Errorf("find its first offset: %w", err)
+	}
+	end, err := client.GetOffset(topic, partition, sarama.OffsetNewest)
+	if err != nil {
+		return Position{}, fmt.Errorf("find its end offset: %w", err)
 	}
 	f := committedFilter{key: key}
-	for stalls := 0; stalls < 3; {
+	for stalls := 0; off < end; {
 		block, err := fetchBlock(client, topic, partition, off)
 		if err != nil {
-			return best, err
-		}
-		if off >= block.LastStableOffset {
-			return f.best, nil
+			return Position{}, err
 		}
 		next := f.scan(block, off)
-		if next == off {
-			stalls++ // nothing below the last stable offset came back: ask again
-			continue
+		switch {
+		case next > off:
+			off, stalls = next, 0
+		case block.LastStableOffset <= off:
+			// Another producer's transaction is open below end.
+			if time.Now().After(deadline) {
+				return Position{}, fmt.Errorf("a transaction another producer has open on the topic keeps its last stable offset at %d, "+
+					"below %d, where this relay's position may be; the session retries (it ends when that transaction commits, "+
+					"aborts or times out)", block.LastStableOffset, end)
+			}
+			time.Sleep(100 * time.Millisecond)
+		default:
+			if stalls++; stalls >= 3 {
+				return Position{}, fmt.Errorf("no records came back at offset %d below the last stable offset %d", off, block.LastStableOffset)
+			}
 		}
-		off, stalls = next, 0
 	}
-	return best, fmt.Errorf("no records came back at offset %d below the last stable offset", off)
+	return f.pos, nil
 }
 
 // fetchBlock fetches one partition's records from off with read_committed.
@@ -143,19 +168,19 @@ func fetchBlock(client sarama.Client, topic string, partition int32, off int64) 
 	return block, nil
 }
 
-// committedFilter keeps the latest committed position of one key across
-// fetches, dropping the records of aborted transactions as the Kafka
-// protocol prescribes: a transactional batch is aborted when its producer
-// has an aborted transaction that began at or before the batch and whose
-// abort marker has not been passed yet.
+// committedFilter keeps the last committed position of one key, in offset
+// order, across fetches, dropping the records of aborted transactions as
+// the Kafka protocol prescribes: a transactional batch is aborted when its
+// producer has an aborted transaction that began at or before the batch
+// and whose abort marker has not been passed yet.
 type committedFilter struct {
 	key     string
-	best    Position
+	pos     Position
 	aborted map[int64]bool // producer ids inside an aborted transaction
 }
 
-// scan reads the block's batches at or after off and returns the offset
-// after the last batch read.
+// scan reads the block's batches at or after off and below its last stable
+// offset, and returns the offset after the last batch read.
 func (f *committedFilter) scan(block *sarama.FetchResponseBlock, off int64) int64 {
 	if f.aborted == nil {
 		f.aborted = map[int64]bool{}
@@ -193,11 +218,15 @@ func (f *committedFilter) batch(b *sarama.RecordBatch) {
 		return
 	}
 	for _, r := range b.Records {
-		if string(r.Key) != f.key || r.Value == nil {
+		if string(r.Key) != f.key {
 			continue
 		}
-		if p, err := decodePosition(r.Value); err == nil && p.after(f.best) {
-			f.best = p
+		if r.Value == nil {
+			f.pos = Position{} // deleted: the next start resends from the slot
+			continue
+		}
+		if p, err := decodePosition(r.Value); err == nil {
+			f.pos = p
 		}
 	}
 }

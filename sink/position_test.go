@@ -6,6 +6,9 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/jackc/pglogrepl"
+	"github.com/rs/zerolog"
+
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
 func positionBatch(offset, producer int64, key string, p Position) *sarama.Records {
@@ -40,8 +43,8 @@ func TestCommittedFilterSkipsAborted(t *testing.T) {
 	if next := f.scan(block, 0); next != 8 {
 		t.Errorf("scan stopped at offset %d, want 8", next)
 	}
-	if f.best != later {
-		t.Errorf("position %+v, want %+v (the aborted %+v must be skipped)", f.best, later, aborted)
+	if f.pos != later {
+		t.Errorf("position %+v, want %+v (the aborted %+v must be skipped)", f.pos, later, aborted)
 	}
 }
 
@@ -55,5 +58,20 @@ func TestPositionCovers(t *testing.T) {
 		if got := p.covers(c.commit, c.n); got != c.want {
 			t.Errorf("covers(%s, %d) = %v, want %v", c.commit, c.n, got, c.want)
 		}
+	}
+}
+
+// A position of another timeline (a promoted replica) is not used; one
+// ahead of the database's WAL (a restore) refuses the start.
+func TestJudgeStart(t *testing.T) {
+	tx := &Txn{log: zerolog.Nop(), tx: Transactions{PositionKey: "k", Timeline: 2, WALEnd: 1000}}
+	if p, err := tx.judgeStart(Position{Commit: 500, Events: 3, Timeline: 1}); err != nil || p != (Position{}) {
+		t.Errorf("another timeline's position: %+v, %v; want none used", p, err)
+	}
+	if p, err := tx.judgeStart(Position{Commit: 500, Events: 3, Timeline: 2}); err != nil || p.Commit != 500 {
+		t.Errorf("this timeline's position: %+v, %v; want it used", p, err)
+	}
+	if _, err := tx.judgeStart(Position{Commit: 2000, Events: 1, Timeline: 2}); !outboxrelay.IsConfigError(err) {
+		t.Errorf("a position ahead of the WAL: %v, want a ConfigError", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -51,14 +52,21 @@ type Txn struct {
 	stopped chan struct{} // closed when Run returns
 	full    chan struct{} // Produce asks for an early commit
 
-	// mu serializes Produce with the commits: a record must not fall into
-	// a Kafka transaction that is ending.
-	mu       sync.Mutex
+	// sem (one slot) serializes Produce with the commits: a record must not
+	// fall into a Kafka transaction that is ending. It is a channel so
+	// Produce can give up when its ctx ends while a commit waits on Kafka.
+	sem      chan struct{}
+	panics   *Panics
+	panicCh  chan *PanicError
 	producer sarama.AsyncProducer
 	start    Position // what Kafka held when Run began
 	cur      Position // the transaction of the last event seen and its count
 	sent     Position // the last event handed to the open transaction
 	open     bool
+	// openedAt (unix nanos) is when the open transaction began: one that
+	// outlived the broker's transaction timeout was aborted by it, which
+	// looks like being fenced.
+	openedAt atomic.Int64
 	tokens   []uint64 // the events of the open transaction
 	bytes    int
 
@@ -87,7 +95,8 @@ func NewTxn(cfg Config, onAck AckFunc, opts ...Option) (*Txn, error) {
 	}
 	t := &Txn{
 		cfg: sc, brokers: cfg.Brokers, tx: cfg.Transactions, onAck: onAck, log: s.log, metrics: s.metrics,
-		missing: s.missing, topicWait: cfg.TopicWait, backoffMax: cfg.RetryBackoffMax,
+		missing: s.missing, topicWait: cfg.TopicWait, backoffMax: cfg.RetryBackoffMax, panics: s.panics,
+		sem: make(chan struct{}, 1), panicCh: make(chan *PanicError, 1),
 		ready: make(chan struct{}), closing: make(chan struct{}), stopped: make(chan struct{}), full: make(chan struct{}, 1),
 	}
 	if t.metrics == nil {
@@ -116,9 +125,18 @@ func (t *Txn) Run(ctx context.Context) error {
 		return err
 	}
 	defer client.Close()
-	t.mu.Lock()
+	if start, err = t.judgeStart(start); err != nil {
+		producer.AsyncClose()
+		drainClosed(producer)
+		return err
+	}
+	if t.panics != nil {
+		t.panics.add(t)
+		defer t.panics.remove(t)
+	}
+	t.sem <- struct{}{}
 	t.producer, t.start = producer, start
-	t.mu.Unlock()
+	<-t.sem
 	t.log.Info().Str("transactional_id", t.tx.ID).Str("commit_lsn", start.Commit.String()).Int("events", start.Events).
 		Msg("exactly-once: Kafka holds everything up to this position; Postgres re-sends from the slot and what Kafka holds is dropped")
 	drained := make(chan struct{})
@@ -166,6 +184,10 @@ func (t *Txn) loop(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		case <-t.full:
+		case pe := <-t.panicCh:
+			t.log.Error().Interface("panic", pe.Value).Bytes("stack", pe.Stack).Msg("kafka producer panicked; closing it")
+			t.gate.close() // the panicking goroutine is gone: nothing may wait on it
+			return pe
 		}
 		if err := t.commit(); err != nil {
 			return err
@@ -204,18 +226,19 @@ func (t *Txn) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	select {
-	case <-t.closing:
-		return t.closedErr()
-	default:
+	if err := t.lock(ctx); err != nil {
+		return err
 	}
+	defer t.unlock()
 	if ev.CommitLSN != t.cur.Commit {
 		t.cur = Position{Commit: ev.CommitLSN}
 	}
-	t.cur.Events++
-	if t.start.covers(t.cur.Commit, t.cur.Events) {
+	n := t.cur.Events + 1 // counted once handed over or dropped
+	if t.start.covers(t.cur.Commit, n) {
+		if n == t.start.Events && t.cur.Commit == t.start.Commit && t.start.EventID != "" && ev.ID != t.start.EventID {
+			return t.mismatch(ev)
+		}
+		t.cur.Events = n
 		t.metrics.committedBefore.Inc()
 		t.onAck(token, nil)
 		return nil
@@ -225,6 +248,7 @@ func (t *Txn) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) 
 			return fmt.Errorf("begin a kafka transaction: %w", t.classify(err))
 		}
 		t.open = true
+		t.openedAt.Store(time.Now().UnixNano())
 	}
 	select {
 	case t.producer.Input() <- NewRecord(ev, token):
@@ -233,9 +257,10 @@ func (t *Txn) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) 
 	case <-t.closing:
 		return t.closedErr()
 	}
+	t.cur.Events = n
+	t.sent = Position{Commit: t.cur.Commit, Events: n, EventID: ev.ID, Timeline: t.tx.Timeline}
 	t.metrics.produced.WithLabelValues(t.metrics.topics.Label(ev.Topic)).Inc()
 	t.tokens = append(t.tokens, token)
-	t.sent = t.cur
 	if t.bytes += len(ev.Key) + len(ev.Value); t.bytes >= t.tx.CommitBytes {
 		select {
 		case t.full <- struct{}{}:
@@ -248,8 +273,8 @@ func (t *Txn) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) 
 // commit ends the open Kafka transaction with the position it reaches and
 // acks its events.
 func (t *Txn) commit() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.sem <- struct{}{}
+	defer t.unlock()
 	if !t.open {
 		return nil
 	}
@@ -271,6 +296,7 @@ func (t *Txn) commit() error {
 		return fmt.Errorf("commit the kafka transaction: %w", t.classify(err))
 	}
 	t.open = false
+	t.openedAt.Store(0)
 	t.metrics.transactions.WithLabelValues("committed").Inc()
 	t.metrics.txnCommitSeconds.Observe(time.Since(started).Seconds())
 	for _, tok := range t.tokens {
@@ -285,6 +311,9 @@ func (t *Txn) commit() error {
 // a commit returned it); the fatal causes are being fenced and losing the
 // rights to the id, and the next session's start tells the two apart.
 func (t *Txn) fatal(seen error) error {
+	if err := t.timedOut(seen); err != nil {
+		return err
+	}
 	t.metrics.fenced.Inc()
 	detail := ""
 	if seen != nil {
@@ -297,8 +326,8 @@ func (t *Txn) fatal(seen error) error {
 // dropOpen forgets the open transaction, if any, once Run stops after a
 // failure: its events were never acked and the next session resends them.
 func (t *Txn) dropOpen() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.sem <- struct{}{}
+	defer t.unlock()
 	if t.open {
 		t.open = false
 		t.metrics.transactions.WithLabelValues("aborted").Inc()
@@ -388,11 +417,11 @@ func (t *Txn) recordFailure() error {
 // the failed record to the drain before the commit returns, but the drain
 // may not have stored it yet.
 func (t *Txn) recordFailureSoon() error {
-	for range 10 {
+	for range 20 {
 		if err := t.recordFailure(); err != nil {
 			return err
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
 }
@@ -412,3 +441,81 @@ func (txnPartitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, erro
 }
 
 func (txnPartitioner) RequiresConsistency() bool { return true }
+
+// lock takes the turn to use the producer; it gives up when ctx ends or Run
+// stops, since a commit holding the turn may wait on Kafka for long.
+func (t *Txn) lock(ctx context.Context) error {
+	select {
+	case t.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.closing:
+		return t.closedErr()
+	}
+	select {
+	case <-t.closing:
+		<-t.sem
+		return t.closedErr()
+	default:
+		return nil
+	}
+}
+
+func (t *Txn) unlock() { <-t.sem }
+
+// panicked ends Run after a panic sarama recovered (see Panics).
+func (t *Txn) panicked(pe *PanicError) {
+	select {
+	case t.panicCh <- pe:
+	default:
+	}
+}
+
+// timedOut returns the error of a transaction the broker aborted because
+// it stayed open past the transaction timeout (its state and epoch moved on
+// as if another producer had fenced it), or nil.
+func (t *Txn) timedOut(cause error) error {
+	opened := t.openedAt.Load()
+	if opened == 0 || time.Since(time.Unix(0, opened)) < t.tx.Timeout {
+		return nil
+	}
+	return fmt.Errorf("exactly-once: the Kafka transaction stayed open longer than --exactly-once-transaction-timeout (%s), "+
+		"so the broker aborted it (Kafka slow or a partition without a leader); the session resends its events: %v", t.tx.Timeout, cause)
+}
+
+// mismatch is the error of a resent transaction whose events no longer
+// line up with the position Kafka holds: the relay maps other changes to
+// events than when the position was written.
+func (t *Txn) mismatch(ev *outboxrelay.Event) error {
+	return &outboxrelay.ConfigError{
+		Problem: fmt.Sprintf("exactly-once: Kafka holds the first %d events of the transaction committed at %s, the last of them %s, "+
+			"but this relay maps event %s there now: the outbox mapping changed (--table, --outboxes, --message-prefix, the publication) "+
+			"while that transaction was split across Kafka transactions, and counting its events would skip or repeat some",
+			t.start.Events, t.start.Commit, t.start.EventID, ev.ID),
+		Fix: fmt.Sprintf("start once with the previous mapping until the slot is past %s; or, accepting duplicates of that transaction, "+
+			"use a new --exactly-once-offsets-topic", t.start.Commit),
+	}
+}
+
+// judgeStart checks the position read against the database it is applied
+// to. A position of another timeline (a promoted replica: its WAL forked
+// from the one the position counts) is not used: the session resends
+// from the slot, as the default mode does. A position ahead of the
+// database's WAL (restored from a backup) would drop new events as
+// delivered: the relay refuses to start.
+func (t *Txn) judgeStart(p Position) (Position, error) {
+	if p.Timeline != 0 && t.tx.Timeline != 0 && p.Timeline != t.tx.Timeline {
+		t.log.Warn().Uint32("position_timeline", p.Timeline).Uint32("timeline", t.tx.Timeline).Str("commit_lsn", p.Commit.String()).
+			Msg("exactly-once: the position in Kafka was written on another Postgres timeline (a failover); not using it: this start resends from the slot, and duplicates of what Kafka holds are possible")
+		return Position{}, nil
+	}
+	if t.tx.WALEnd != 0 && p.Commit > t.tx.WALEnd {
+		return p, &outboxrelay.ConfigError{
+			Problem: fmt.Sprintf("exactly-once: the position Kafka holds for %q (commit %s) is ahead of this database's WAL (%s): "+
+				"the database was restored from a backup or replaced, and using the position would drop its new events as delivered",
+				t.tx.PositionKey, p.Commit, t.tx.WALEnd),
+			Fix: "point the relay at a new --exactly-once-offsets-topic (what this database sends from its slot is then delivered, duplicates of the old history possible)",
+		}
+	}
+	return p, nil
+}

@@ -66,7 +66,7 @@ func (t *Txn) connect() (sarama.Client, sarama.AsyncProducer, Position, error) {
 	if err != nil {
 		return fail(fmt.Errorf("start the transactional producer: %w", t.classify(err)))
 	}
-	pos, err := readPosition(client, t.tx.OffsetsTopic, t.tx.PositionKey)
+	pos, err := readPosition(client, t.tx.OffsetsTopic, t.tx.PositionKey, t.tx.Timeout+5*time.Second)
 	if err != nil {
 		producer.AsyncClose()
 		drainClosed(producer)
@@ -101,7 +101,7 @@ func (t *Txn) ensureOffsetsTopic(client sarama.Client) error {
 	case errors.Is(err, sarama.ErrTopicAuthorizationFailed), errors.Is(err, sarama.ErrClusterAuthorizationFailed):
 		return &outboxrelay.ConfigError{
 			Problem: fmt.Sprintf("exactly-once: Kafka does not let the relay create its offsets topic %q (%v)", topic, err),
-			Fix: fmt.Sprintf("create it: kafka-topics.sh --create --topic %s --partitions 1 --config cleanup.policy=compact, "+
+			Fix: fmt.Sprintf("create it: kafka-topics.sh --create --topic %s --partitions 1 --config cleanup.policy=compact --config segment.ms=3600000, "+
 				"and grant the relay READ and WRITE on it", topic),
 		}
 	default:
@@ -131,6 +131,9 @@ func (t *Txn) classify(err error) error {
 	id := t.tx.ID
 	switch {
 	case isFenced(err):
+		if terr := t.timedOut(err); terr != nil {
+			return terr
+		}
 		t.metrics.fenced.Inc()
 		return fmt.Errorf("%w: transactional.id %q is in use by a newer producer (another relay took over the slot): %w", ErrFenced, id, err)
 	case errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed):
@@ -152,8 +155,8 @@ func (t *Txn) classify(err error) error {
 // isFenced reports the broker's answers to a producer whose transactional
 // id a newer producer took: its epoch is stale (PRODUCER_FENCED,
 // INVALID_PRODUCER_EPOCH), or the coordinator aborted its transaction under
-// it (INVALID_TXN_STATE: with one producer per id, running transactions one
-// after another, nothing else moves the coordinator's state).
+// it (INVALID_TXN_STATE). The broker answers the same to a transaction it
+// aborted for outliving the transaction timeout: timedOut tells them apart.
 func isFenced(err error) bool {
 	return errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) ||
 		errors.Is(err, sarama.ErrInvalidTxnState)

@@ -81,7 +81,7 @@ func Parts(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) (func()
 		var s relay.Sink
 		var err error
 		if cfg.Sink.Transactions.Enabled {
-			s, err = sink.NewTxn(transactions(cfg, sessions.SystemID()), ack, opts...)
+			s, err = sink.NewTxn(transactions(cfg, sessions.Server()), ack, opts...)
 		} else {
 			s, err = sink.New(cfg.Sink, ack, opts...)
 		}
@@ -116,13 +116,14 @@ func (s sealingSink) Produce(ctx context.Context, ev *outboxrelay.Event, token u
 // database's system identifier and the slot, so a relay taking the slot
 // over (a standby, or the next process) uses the same transactional.id and
 // fences the one before it, and finds its position.
-func transactions(cfg Config, systemID string) sink.Config {
+func transactions(cfg Config, srv admin.Server) sink.Config {
 	sc := cfg.Sink
 	tx := &sc.Transactions
 	tx.Slot = cfg.Replication.Slot
-	tx.PositionKey = systemID + "/" + cfg.Replication.Slot
+	tx.PositionKey = srv.SystemID + "/" + cfg.Replication.Slot
+	tx.Timeline, tx.WALEnd = srv.Timeline, srv.WALEnd
 	if tx.ID == "" {
-		tx.ID = "outbox-relay-" + systemID + "-" + cfg.Replication.Slot
+		tx.ID = "outbox-relay-" + srv.SystemID + "-" + cfg.Replication.Slot
 	}
 	return sc
 }
