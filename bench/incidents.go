@@ -211,7 +211,7 @@ func (s *suite) countDelivered(ctx context.Context, db *database, brokers []stri
 	if err != nil {
 		return fmt.Errorf("read outbox: %w", err)
 	}
-	c, err := newCounter(brokers)
+	c, err := newCounter(brokers, false)
 	if err != nil {
 		return err
 	}
