@@ -191,3 +191,19 @@ func (e *TransactionsUnavailableError) Error() string {
 }
 
 func (e *TransactionsUnavailableError) Unwrap() error { return e.Err }
+
+// StalePositionError says the exactly-once position was read only up to a
+// transaction still open on the offsets topic (another relay's, or one
+// hanging there) when the read gave up waiting for it: the position below
+// it is used, and events a later position of this relay's covers may be
+// sent again. Nothing is lost.
+type StalePositionError struct {
+	Topic     string
+	Partition int32
+	LSO, End  int64
+}
+
+func (e *StalePositionError) Error() string {
+	return fmt.Sprintf("offsets topic %q partition %d: a transaction open at offset %d (of %d) did not end; using the position below it, "+
+		"so some events may be sent twice (if it hangs, kafka-transactions.sh --find-hanging / abort ends it)", e.Topic, e.Partition, e.LSO, e.End)
+}

@@ -83,7 +83,8 @@ const fetchMaxBytes = 8 << 20
 // end offset it had when the read began: records after it are not this
 // relay's (it fenced its own older producers first), and waiting for the
 // last stable offset to reach it, for at most wait, sees past a
-// transaction another relay has open on the topic. Kafka's read_committed
+// transaction another relay has open on the topic; past the wait it
+// returns the position below that transaction with a *StalePositionError. Kafka's read_committed
 // fetch returns aborted records too, with the list of aborted
 // transactions, and leaves their filtering to the client; sarama's
 // consumer does that filtering but cannot say when it has read up to an
@@ -95,8 +96,14 @@ func readPosition(client sarama.Client, topic, key string, wait time.Duration) (
 		return Position{}, fmt.Errorf("list partitions of offsets topic %q: %w", topic, err)
 	}
 	var best Position
+	var stale error
 	for _, p := range parts {
 		pos, err := readPartitionPosition(client, topic, p, key, time.Now().Add(wait))
+		var se *StalePositionError
+		if errors.As(err, &se) {
+			se.Topic, se.Partition = topic, p
+			stale, err = se, nil
+		}
 		if err != nil {
 			return Position{}, fmt.Errorf("read offsets topic %q partition %d: %w", topic, p, err)
 		}
@@ -104,7 +111,7 @@ func readPosition(client sarama.Client, topic, key string, wait time.Duration) (
 			best = pos
 		}
 	}
-	return best, nil
+	return best, stale
 }
 
 // readPartitionPosition fetches one partition from its start to the end
@@ -129,11 +136,14 @@ func readPartitionPosition(client sarama.Client, topic string, partition int32, 
 		case next > off:
 			off, stalls = next, 0
 		case block.LastStableOffset <= off:
-			// Another producer's transaction is open below end.
+			// Another producer's transaction is open below end: wait for
+			// it a while, then take what is decided. A transaction can
+			// also hang there (Apache Kafka after a broker restart, with a
+			// client older than KIP-890): what lies above it is then not
+			// committed, and the position below it stands; if the wait
+			// gave up on a live one, events it covers are sent again.
 			if time.Now().After(deadline) {
-				return Position{}, fmt.Errorf("a transaction another producer has open on the topic keeps its last stable offset at %d, "+
-					"below %d, where this relay's position may be; the session retries (it ends when that transaction commits, "+
-					"aborts or times out)", block.LastStableOffset, end)
+				return f.pos, &StalePositionError{LSO: block.LastStableOffset, End: end}
 			}
 			time.Sleep(100 * time.Millisecond)
 		default:

@@ -12,6 +12,10 @@ import (
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
+// positionWait bounds the wait for a transaction open on the offsets topic
+// at start: another relay's commit ends in milliseconds.
+const positionWait = 5 * time.Second
+
 // offsetsTopicConfig is what the offsets topic is created with: compacted,
 // so it keeps each relay's latest position and stays small; segments roll
 // hourly so compaction can run (the broker's 7-day default would keep every
@@ -66,7 +70,12 @@ func (t *Txn) connect() (sarama.Client, sarama.AsyncProducer, Position, error) {
 	if err != nil {
 		return fail(fmt.Errorf("start the transactional producer: %w", t.classify(err)))
 	}
-	pos, err := readPosition(client, t.tx.OffsetsTopic, t.tx.PositionKey, t.tx.Timeout+5*time.Second)
+	pos, err := readPosition(client, t.tx.OffsetsTopic, t.tx.PositionKey, positionWait)
+	var stale *StalePositionError
+	if errors.As(err, &stale) {
+		t.log.Warn().Err(err).Msg("exactly-once: read the position only up to an open transaction")
+		err = nil
+	}
 	if err != nil {
 		producer.AsyncClose()
 		drainClosed(producer)
