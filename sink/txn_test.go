@@ -371,3 +371,29 @@ func TestSaramaPanicEndsTxn(t *testing.T) {
 		t.Errorf("Txn registered with Panics: %d sinks live; Run still running 2s after a sarama panic was reported", n)
 	}
 }
+
+// A transaction that stays open on the offsets topic (another relay's that
+// hangs) holds the start for positionWait at most: the relay then goes on
+// with the position below it, which may send events again but loses none.
+func TestStartGoesOnPastAHangingTransaction(t *testing.T) {
+	c := rvCluster(t)
+	other, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("outbox-relay-other-s"),
+		kgo.TransactionTimeout(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.ProduceSync(context.Background(), &kgo.Record{Topic: rvOffsets, Key: []byte("other/s"), Value: []byte(`{}`)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	tx := rvTxn(t, c, "outbox-relay-sys-s", "sys/s", time.Minute, &rvAcks{})
+	started := time.Now()
+	stop := runTxn(t, tx)
+	defer stop()
+	if took := time.Since(started); took < positionWait || took > positionWait+10*time.Second {
+		t.Errorf("ready after %s; want it to wait %s for the open transaction, then go on", took, positionWait)
+	}
+}
