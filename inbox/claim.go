@@ -3,6 +3,7 @@ package inbox
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"github.com/IBM/sarama"
 )
@@ -32,6 +33,12 @@ func (h *groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
 func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	lag := h.c.m.lag.WithLabelValues(claim.Topic(), strconv.Itoa(int(claim.Partition())))
 	defer h.c.m.lag.DeleteLabelValues(claim.Topic(), strconv.Itoa(int(claim.Partition())))
+	// Records in flight when the partition is revoked get ShutdownTimeout
+	// to commit; then their contexts end and they roll back.
+	work, cancel := context.WithCancel(h.work)
+	defer cancel()
+	stop := context.AfterFunc(sess.Context(), func() { time.AfterFunc(h.c.cfg.ShutdownTimeout, cancel) })
+	defer stop()
 	for {
 		select {
 		case <-sess.Context().Done():
@@ -43,7 +50,7 @@ func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 			if !h.acquire(sess.Context()) {
 				return nil
 			}
-			done := h.c.handleRecord(sess.Context(), h.work, h.dlq, rec)
+			done := h.c.handleRecord(sess.Context(), work, h.dlq, rec)
 			<-h.c.sem
 			if !done {
 				// Not applied, not dead-lettered: the session ended

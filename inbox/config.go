@@ -59,7 +59,10 @@ type Config struct {
 	Group string
 	// Topics to consume; or TopicRegex, matched against the cluster's
 	// topics every TopicRefresh (a new matching topic joins the group's
-	// subscription). The dead-letter topic never matches.
+	// subscription). The dead-letter topic and Kafka's internal topics
+	// (__*) never match; anchor the regex (^outbox\.event\.) so that
+	// other topics, such as the relay's --exactly-once-offsets-topic, do
+	// not either.
 	Topics       []string
 	TopicRegex   *regexp.Regexp
 	TopicRefresh time.Duration

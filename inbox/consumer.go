@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -143,7 +144,8 @@ func (c *Consumer) topics(client sarama.Client) ([]string, error) {
 	}
 	var out []string
 	for _, t := range all {
-		if t != c.cfg.DeadLetterTopic && c.cfg.TopicRegex.MatchString(t) {
+		// Never the dead-letter topic (a loop) nor Kafka's own (__*).
+		if t != c.cfg.DeadLetterTopic && !strings.HasPrefix(t, "__") && c.cfg.TopicRegex.MatchString(t) {
 			out = append(out, t)
 		}
 	}
