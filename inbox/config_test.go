@@ -38,6 +38,8 @@ func TestConfigErrorsNameFieldAndFix(t *testing.T) {
 		{"long table", func(c *Config) { c.Table = strings.Repeat("x", 64) }, "use names of 1 to 63 bytes"},
 		{"attempts", func(c *Config) { c.MaxAttempts = -1 }, "Config.MaxAttempts is -1; use at least 1"},
 		{"timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }, "Config.ShutdownTimeout is -1s"},
+		{"timeout past the rebalance", func(c *Config) { c.ShutdownTimeout = time.Minute },
+			"Config.ShutdownTimeout is 1m0s, not below Sarama.Consumer.Group.Rebalance.Timeout 1m0s; shorten it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base()

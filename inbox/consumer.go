@@ -42,6 +42,12 @@ func New(cfg Config, opts ...Option) (*Consumer, error) {
 	if err := c.sc.Validate(); err != nil {
 		return nil, fmt.Errorf("inbox: Config.Sarama: %w", err)
 	}
+	if rt := c.sc.Consumer.Group.Rebalance.Timeout; cfg.ShutdownTimeout >= rt {
+		// A member slower than this to release its partitions is dropped
+		// from the group mid-record.
+		return nil, configError("ShutdownTimeout", fmt.Sprintf("is %s, not below Sarama.Consumer.Group.Rebalance.Timeout %s", cfg.ShutdownTimeout, rt),
+			"shorten it or raise the rebalance timeout")
+	}
 	m, err := newMetrics(c.reg)
 	if err != nil {
 		return nil, err

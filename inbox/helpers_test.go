@@ -116,7 +116,7 @@ func (e *env) config(group string, h inbox.Handler, topics ...string) inbox.Conf
 	return inbox.Config{
 		Brokers: e.kafka.Addrs(), Group: group, Topics: topics, DB: e.pool, Handler: h,
 		Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		ShutdownTimeout: 10 * time.Second, TopicRefresh: time.Second, Sarama: testSarama(),
+		ShutdownTimeout: 5 * time.Second, TopicRefresh: time.Second, Sarama: testSarama(),
 	}
 }
 

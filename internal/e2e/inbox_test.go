@@ -143,6 +143,9 @@ func TestInboxConsumerAppliesOnceThroughKills(t *testing.T) {
 	c2.kill() // kill -9 #2
 	waitApplied("after the second consumer kill", applied()+300)
 	c3.stop() // leaves gracefully: a rebalance
+	if code := c3.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("inbox-consumer exited %d on SIGTERM, want 0", code)
+	}
 	startConsumer(t, env, dbURL, "consumer-4")
 	waitApplied("after a consumer left", applied()+300)
 
