@@ -13,6 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"regexp"
@@ -24,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/outbox-relay/outbox-relay/inbox"
@@ -47,6 +50,7 @@ func main() {
 
 type options struct {
 	pgURL, brokers, group, topicRegex, keys string
+	metricsAddr                             string
 	shutdownTimeout, sessionTimeout         time.Duration
 }
 
@@ -60,6 +64,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.topicRegex, "topic-regex", `^outbox\.event\.`, "topics to consume, a regular expression")
 	fs.StringVar(&o.keys, "encryption-keys", "", "the relay's --encryption-keys file, to open sealed values")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", inbox.DefaultShutdownTimeout, "how long in-flight records may run after SIGTERM")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve the inbox metrics at http://ADDR/metrics (off when empty)")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 10*time.Second, "Kafka group session timeout: how long a dead consumer keeps its partitions")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -100,10 +105,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	sc.Consumer.Group.Session.Timeout = o.sessionTimeout
 	sc.Consumer.Group.Heartbeat.Interval = o.sessionTimeout / 3
 	log := zerolog.New(stderr).With().Timestamp().Logger()
+	reg := prometheus.NewRegistry()
+	if o.metricsAddr != "" {
+		stop, err := serveMetrics(o.metricsAddr, reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	c, err := inbox.New(inbox.Config{
 		Brokers: strings.Split(o.brokers, ","), Group: o.group, TopicRegex: re, TopicRefresh: 2 * time.Second,
 		DB: pool, Handler: count, Keys: keys, ShutdownTimeout: o.shutdownTimeout, Sarama: sc,
-	}, inbox.WithLogger(log), inbox.WithRegistry(prometheus.NewRegistry()))
+	}, inbox.WithLogger(log), inbox.WithRegistry(reg))
 	if err != nil {
 		return err
 	}
@@ -113,6 +126,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// serveMetrics serves reg until stop is called.
+func serveMetrics(addr string, reg *prometheus.Registry) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %q: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(l) }()
+	return func() { _ = srv.Close(); <-done }, nil
 }
 
 // count is the handler: its one effect goes through tx, so it is applied

@@ -3,10 +3,13 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,13 +50,14 @@ func inboxConsumer(t *testing.T) string {
 // startConsumer runs examples/inbox-consumer on the consumer database.
 func startConsumer(t *testing.T, env *relaytest.Env, pgURL, name string) *proc {
 	t.Helper()
-	p := &proc{t: t, exited: make(chan struct{}), logPath: filepath.Join(t.TempDir(), name+".log")}
+	p := &proc{t: t, exited: make(chan struct{}), logPath: filepath.Join(t.TempDir(), name+".log"), metrics: freeAddr(t)}
 	logf, err := os.Create(p.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.cmd = exec.Command(inboxConsumer(t), "--pg-url", pgURL, "--kafka-brokers", strings.Join(env.Kafka.Addrs(), ","),
-		"--group", "e2e", "--topic-regex", `^outbox\.event\.`, "--session-timeout", "6s", "--shutdown-timeout", "5s")
+		"--group", "e2e", "--topic-regex", `^outbox\.event\.`, "--session-timeout", "6s", "--shutdown-timeout", "5s",
+		"--metrics-addr", p.metrics)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start inbox-consumer: %v", err)
@@ -72,6 +76,26 @@ func startConsumer(t *testing.T, env *relaytest.Env, pgURL, name string) *proc {
 		}
 	})
 	return p
+}
+
+// skipped sums a consumer's outbox_relay_inbox_skipped_duplicates_total
+// over its topics (-1 when /metrics is unreachable).
+func skipped(p *proc) float64 {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + p.metrics + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "outbox_relay_inbox_skipped_duplicates_total{") {
+			f, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			sum += f
+		}
+	}
+	return sum
 }
 
 // counts reads inbox_example_counts (empty until the consumer made it).
@@ -140,6 +164,10 @@ func TestInboxConsumerAppliesOnceThroughKills(t *testing.T) {
 	relay.waitReadyz(ctx, "streaming again", streaming)
 	waitApplied("after the relay kill", applied()+300)
 
+	// c2 took over c1's partitions after c1's kill -9: the records c1 had
+	// applied but not yet committed the offsets of came again, and were
+	// skipped, as were the relay's re-sent events.
+	skippedByC2 := skipped(c2)
 	c2.kill() // kill -9 #2
 	waitApplied("after the second consumer kill", applied()+300)
 	c3.stop() // leaves gracefully: a rebalance
@@ -171,7 +199,11 @@ func TestInboxConsumerAppliesOnceThroughKills(t *testing.T) {
 	waitApplied("at the end", total)
 	inKafka, _ := kafkatest.Count(ctx, env.Kafka.Addrs(), faulttest.Topics())
 	got, n := counts(ctx, t, conn)
-	t.Logf("%d events in %d aggregates; %d records in Kafka; %d applied", total, len(want), inKafka, n)
+	t.Logf("%d events in %d aggregates; %d records in Kafka; %d applied; the consumer started after the first kill skipped %v duplicates",
+		total, len(want), inKafka, n, skippedByC2)
+	if skippedByC2 <= 0 {
+		t.Errorf("the consumer that took over after a kill -9 skipped %v duplicates: the kill re-delivered nothing, so the test did not exercise the inbox", skippedByC2)
+	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("n per aggregate:\n got %v\nwant %v", got, want)
 	}
