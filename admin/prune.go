@@ -105,7 +105,7 @@ func PlanPrune(ctx context.Context, conn *pgx.Conn, cfg PruneConfig) (PrunePlan,
 	if err := conn.QueryRow(ctx, "SELECT now() - make_interval(secs => $1)", cfg.OlderThan.Seconds()).Scan(&p.Horizon); err != nil {
 		return PrunePlan{}, fmt.Errorf("compute the prune horizon: %w", err)
 	}
-	q := fmt.Sprintf("SELECT count(*) FROM %s WHERE %s < $1", cfg.Table.SQL(), replication.QuoteIdent(cfg.Column))
+	q := fmt.Sprintf("SELECT count(*) FROM %s WHERE %s < $1::timestamptz", cfg.Table.SQL(), replication.QuoteIdent(cfg.Column))
 	if err := conn.QueryRow(ctx, q, p.Horizon).Scan(&p.Candidates); err != nil {
 		return PrunePlan{}, fmt.Errorf("count rows to prune: %w", err)
 	}
@@ -206,8 +206,10 @@ func Prune(ctx context.Context, conn *pgx.Conn, cfg PruneConfig, horizon time.Ti
 	col := replication.QuoteIdent(cfg.Column)
 	// The ctid list keeps each DELETE to one index range scan plus a TID
 	// scan; the repeated horizon check keeps a reused ctid from ever
-	// reaching a newer row.
-	q := fmt.Sprintf(`DELETE FROM %[1]s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %[1]s WHERE %[2]s < $1 ORDER BY %[2]s LIMIT $2)) AND %[2]s < $1`,
+	// reaching a newer row. The horizon is an instant (timestamptz): a
+	// timestamp or date column is compared in the session's time zone, as
+	// its values were written, not in this process's.
+	q := fmt.Sprintf(`DELETE FROM %[1]s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %[1]s WHERE %[2]s < $1::timestamptz ORDER BY %[2]s LIMIT $2)) AND %[2]s < $1::timestamptz`,
 		cfg.Table.SQL(), col)
 	for {
 		tag, err := conn.Exec(ctx, q, horizon, cfg.Batch)

@@ -91,6 +91,11 @@ func (c *Consumer) apply(ctx context.Context, msg Message) (outcome, error) {
 	}
 	if err := tx.Commit(ctx); err != nil {
 		var pe *pgconn.PgError
+		if errors.Is(err, pgx.ErrTxClosed) {
+			// Retrying cannot help: every attempt would end the same way.
+			return handlerFailed, fmt.Errorf("the handler committed or rolled back the inbox's transaction itself "+
+				"(leave that to the inbox; write through the tx it passes): %w", err)
+		}
 		if errors.Is(err, pgx.ErrTxCommitRollback) || errors.As(err, &pe) {
 			// The handler left the transaction failed (an error it
 			// swallowed), or Postgres refused the commit (serialization).

@@ -87,14 +87,16 @@ func query(tn replication.TableName, cols []route.Column, routeCols route.Column
 		b.WriteString(", ")
 	}
 	at := replication.QuoteIdent(f.CreatedAt)
-	fmt.Fprintf(&b, "(extract(epoch FROM %s) * 1000000)::bigint FROM %s WHERE %s >= $1", at, tn.SQL(), at)
+	// The window is instants (timestamptz): a timestamp column is read in
+	// the session's time zone, as its values were written.
+	fmt.Fprintf(&b, "(extract(epoch FROM %s::timestamptz) * 1000000)::bigint FROM %s WHERE %s >= $1::timestamptz", at, tn.SQL(), at)
 	args := []any{f.Since}
 	add := func(cond string, v any) {
 		args = append(args, v)
 		fmt.Fprintf(&b, " AND "+cond, len(args))
 	}
 	if !f.Until.IsZero() {
-		add(at+" < $%d", f.Until)
+		add(at+" < $%d::timestamptz", f.Until)
 	}
 	if f.AggregateType != "" {
 		add(replication.QuoteIdent(routeCols.AggregateType)+"::text = $%d", f.AggregateType)
@@ -116,6 +118,14 @@ func query(tn replication.TableName, cols []route.Column, routeCols route.Column
 func Rows(ctx context.Context, conn *pgx.Conn, cfg replication.Config, f Filter, each func(ev outboxrelay.Event) error) error {
 	if err := f.Validate(); err != nil {
 		return err
+	}
+	if len(cfg.Outboxes) > 0 {
+		// Replaying only the first table would leave the others' window
+		// unpublished while the command reports success.
+		return &outboxrelay.ConfigError{
+			Problem: fmt.Sprintf("replay reads one outbox table; the configuration lists %d more under outboxes:", len(cfg.Outboxes)),
+			Fix:     "run replay once per table, with a config (or --table and the column flags) naming only that outbox",
+		}
 	}
 	mapper, err := route.New(cfg.Route)
 	if err != nil {

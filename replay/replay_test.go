@@ -20,13 +20,13 @@ func TestQuery(t *testing.T) {
 		where string
 		args  int
 	}{
-		{"since only", Filter{CreatedAt: "created_at", Since: since}, `WHERE "created_at" >= $1 ORDER BY "created_at", ctid`, 1},
+		{"since only", Filter{CreatedAt: "created_at", Since: since}, `WHERE "created_at" >= $1::timestamptz ORDER BY "created_at", ctid`, 1},
 		{"every filter", Filter{CreatedAt: "made at", Since: since, Until: until, AggregateType: "order", AggregateID: "42", IDs: []string{"a", "b"}},
-			`WHERE "made at" >= $1 AND "made at" < $2 AND "aggregate_type"::text = $3 AND "aggregate_id"::text = $4 AND "id"::text = ANY($5) ORDER BY "made at", ctid`, 5},
+			`WHERE "made at" >= $1::timestamptz AND "made at" < $2::timestamptz AND "aggregate_type"::text = $3 AND "aggregate_id"::text = $4 AND "id"::text = ANY($5) ORDER BY "made at", ctid`, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sql, args := query(tn, cols, route.DefaultColumns(), tc.f)
-			wantHead := `SELECT "id", "Payload", (extract(epoch FROM ` + replication.QuoteIdent(tc.f.CreatedAt) + `) * 1000000)::bigint FROM "Sales"."Out""box" `
+			wantHead := `SELECT "id", "Payload", (extract(epoch FROM ` + replication.QuoteIdent(tc.f.CreatedAt) + `::timestamptz) * 1000000)::bigint FROM "Sales"."Out""box" `
 			if !strings.HasPrefix(sql, wantHead) || !strings.HasSuffix(sql, tc.where) || len(args) != tc.args {
 				t.Fatalf("query\n%s\n(%d args), want\n%s...%s (%d args)", sql, len(args), wantHead, tc.where, tc.args)
 			}

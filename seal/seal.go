@@ -96,12 +96,15 @@ func Parse(b []byte) (*Keys, error) {
 }
 
 func keyID(s string) (string, error) {
+	// A rejected id is never quoted: it may be a key written in the id's
+	// place (a base64 key fits the length and fails on its '=').
 	if len(s) > maxIDLen {
-		return "", fmt.Errorf("key id %.20q... is %d bytes; use at most %d", s, len(s), maxIDLen)
+		return "", fmt.Errorf("the key id is %d bytes; use at most %d (write '<key-id> <base64 key>')", len(s), maxIDLen)
 	}
-	for _, c := range s {
+	for i, c := range s {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return "", fmt.Errorf("key id %q has %q; use ASCII letters, digits, '.', '_' and '-'", s, c)
+			return "", fmt.Errorf("the key id has a character other than ASCII letters, digits, '.', '_' and '-' at byte %d "+
+				"(write '<key-id> <base64 key>', the id first)", i+1)
 		}
 	}
 	return s, nil

@@ -107,7 +107,7 @@ func TestParseRefusesMalformedFilesWithoutShowingKeys(t *testing.T) {
 		{"short key", "k1 " + short + "\n", `line 1 (key "k1"): the key is 31 bytes; AES-256 needs 32`},
 		{"not base64", "k1 " + good[:20] + "!!" + good[22:] + "\n", "not standard base64"},
 		{"duplicate id", "k1 " + good + "\nk1 " + newKey(t) + "\n", `line 2: key id "k1" is already used on line 1`},
-		{"bad id", "k/1 " + good + "\n", `key id "k/1" has '/'`},
+		{"bad id", "k/1 " + good + "\n", `character other than ASCII letters, digits, '.', '_' and '-' at byte 2`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.text))
@@ -153,5 +153,18 @@ func BenchmarkEvent(b *testing.B) {
 		if _, err := ks.Event(ev); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A key written where the id belongs is refused without quoting it (the
+// review found the whole key in the error, which goes to the log).
+func TestSwappedKeyIsNotQuoted(t *testing.T) {
+	const key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	_, err := Parse([]byte(key + " a\n"))
+	if err == nil {
+		t.Fatal("a key in the id's place was accepted")
+	}
+	if strings.Contains(err.Error(), key[:16]) {
+		t.Errorf("the error shows the key: %v", err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"runtime/pprof"
 	"time"
 
+	outboxrelay "github.com/outbox-relay/outbox-relay"
+
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -82,8 +84,14 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 
 	var retention *admin.Retention
 	if o.retention.Prune.OlderThan > 0 {
+		if len(o.pg.Outboxes) > 0 {
+			return &outboxrelay.ConfigError{Problem: "--retention prunes one outbox table; the configuration lists more under outboxes:",
+				Fix: "prune the other tables with outbox-relay prune (a cron job), or leave --retention off"}
+		}
 		o.retention.ConnString, o.retention.Prune.Table = o.pg.ConnString, o.pg.TableName()
-		active := func() bool { p := r.State().Phase; return p == relay.PhaseStreaming || p == relay.PhaseStalled }
+		// Not while stalled: with Kafka down the rows may be the only copy
+		// of events not yet delivered, and the slot may be lost meanwhile.
+		active := func() bool { return r.State().Phase == relay.PhaseStreaming }
 		if retention, err = admin.NewRetention(o.retention, active, logger, reg); err != nil {
 			return err
 		}
