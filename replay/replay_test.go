@@ -1,10 +1,12 @@
 package replay
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/replication"
 	"github.com/outbox-relay/outbox-relay/route"
 )
@@ -49,5 +51,18 @@ func TestFilterValidate(t *testing.T) {
 		if (err == nil) != (tc.want == "") || err != nil && !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Validate(%+v) = %v, want %q", tc.f, err, tc.want)
 		}
+	}
+}
+
+// Replay reads one table: with more outboxes configured it refuses rather
+// than publish only the first one's window (a review found the others'
+// events silently left out).
+func TestRowsRefusesSeveralOutboxes(t *testing.T) {
+	cfg := replication.DefaultConfig()
+	cfg.Outboxes = []replication.Outbox{{}}
+	f := Filter{CreatedAt: "created_at", Since: time.Now().Add(-time.Hour)}
+	err := Rows(context.Background(), nil, cfg, f, func(outboxrelay.Event) error { return nil })
+	if !outboxrelay.IsConfigError(err) {
+		t.Fatalf("Rows with an outboxes list: %v, want a ConfigError", err)
 	}
 }
