@@ -118,9 +118,17 @@ func peek(ctx context.Context, conn *pgx.Conn, cfg replication.Config, upto *out
 	if nchanges > 0 {
 		nArg = nchanges
 	}
+	// With --message-prefix the events include logical messages, which
+	// pgoutput sends only when asked (PostgreSQL 14+, which the relay
+	// requires for messages): without them a message event could be
+	// neither listed, nor skipped by id, nor counted by advance.
+	messages := ""
+	if cfg.MessagePrefix != "" {
+		messages = `, 'messages', 'true'`
+	}
 	res, err := conn.Query(ctx, `
 		SELECT lsn, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3::int,
-			'proto_version', '1', 'publication_names', $4)`, cfg.Slot, uptoArg, nArg, replication.QuoteIdent(cfg.Publication))
+			'proto_version', '1', 'publication_names', $4`+messages+`)`, cfg.Slot, uptoArg, nArg, replication.QuoteIdent(cfg.Publication))
 	if err != nil {
 		return nil, 0, slotOpError(cfg.Slot, "peek", err)
 	}

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/sink"
@@ -44,8 +45,12 @@ func (e *UndeliverableError) Error() string {
 		return fmt.Sprintf("event (no id) at LSN %s cannot be delivered: %v; the relay stopped without confirming it. "+
 			"Fix the cause and restart, or move past it with: %s", e.LSN, e.Err, e.advanceAdvice())
 	}
-	return fmt.Sprintf("event %s at LSN %s cannot be delivered: %v; the relay stopped without confirming it. "+
-		"Fix the cause and restart, or move past it with: outbox-relay slot skip --event %s --yes", e.EventID, e.LSN, e.Err, e.EventID)
+	if len(e.EventID) > maxAdviceID {
+		return fmt.Sprintf("event %.80q... (%d bytes) at LSN %s cannot be delivered: %v; the relay stopped without confirming it. "+
+			"Fix the cause and restart, or move past it with: %s", e.EventID, len(e.EventID), e.LSN, e.Err, e.advanceAdvice())
+	}
+	return fmt.Sprintf("event %q at LSN %s cannot be delivered: %v; the relay stopped without confirming it. "+
+		"Fix the cause and restart, or move past it with: outbox-relay slot skip --event %s --yes", e.EventID, e.LSN, e.Err, shellQuote(e.EventID))
 }
 
 // advanceAdvice is the way past an event slot skip cannot name (it finds
@@ -61,3 +66,22 @@ func (e *UndeliverableError) advanceAdvice() string {
 }
 
 func (e *UndeliverableError) Unwrap() error { return e.Err }
+
+// maxAdviceID bounds an event id pasted into advice: ids come from rows and
+// messages, and a longer one is better found with slot peek.
+const maxAdviceID = 200
+
+// shellQuote makes s one shell word: the advice is meant to be pasted.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.:@/+=", c)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

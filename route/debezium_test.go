@@ -339,7 +339,13 @@ func TestMessages(t *testing.T) {
 	for _, tc := range []struct{ content, want string }{
 		{`not json`, "is not the documented JSON object"},
 		{`["x"]`, "is not the documented JSON object"},
-		{`{"id": "m3", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1, "extra": 1}`, `unknown field "extra"`},
+		{`{"id": "m3", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1, "extra": 1}`, `member "extra" is not one of`},
+		// Found by review: names matched case-insensitively (id "y" won),
+		// invalid UTF-8 folded distinct ids into one, and a missing payload
+		// became a tombstone.
+		{`{"id": "x", "ID": "y", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1}`, `member "ID" is not one of`},
+		{"{\"id\": \"x\xff\", \"aggregate_type\": \"Order\", \"aggregate_id\": \"42\", \"event_type\": \"Paid\", \"payload\": 1}", `not valid UTF-8`},
+		{`{"id": "m4", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid"}`, `has no "payload"`},
 		{`{"id": "m3", "aggregate_type": "Order", "aggregate_id": 42, "event_type": "Paid", "payload": 1}`, "cannot unmarshal number"},
 		{`{"aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1}`, `has no "id"`},
 		{`{"id": "", "aggregate_type": "Order", "aggregate_id": "42", "event_type": "Paid", "payload": 1}`, `has no "id"`},
@@ -357,5 +363,22 @@ func TestMessages(t *testing.T) {
 	cfg.Topic = "events.{tenant}"
 	if _, err := NewMessages(cfg, "outbox"); !outboxrelay.IsConfigError(err) || !strings.Contains(err.Error(), `no column(s) ["tenant"]`) {
 		t.Errorf("a template naming no member: %v, want a ConfigError", err)
+	}
+}
+
+// A timestamp the producer cannot encode is unmappable, not a batch sarama
+// refuses forever (found by review: -1 and MaxInt64 passed).
+func TestTimestampOutsideKafkaRange(t *testing.T) {
+	for _, v := range []string{"-1", "9223372036854775807", "1969-12-31 23:59:59+00"} {
+		oid := uint32(oidInt8)
+		if strings.Contains(v, ":") {
+			oid = 0
+		}
+		if ts, err := parseTimestamp([]byte(v), oid); err == nil {
+			t.Errorf("timestamp %s read as %s, want it refused", v, ts)
+		}
+	}
+	if _, err := parseTimestamp([]byte("1717000000000"), oidInt8); err != nil {
+		t.Errorf("epoch milliseconds of 2024 refused: %v", err)
 	}
 }

@@ -204,14 +204,25 @@ func parseTimestamp(data []byte, oid uint32) (time.Time, error) {
 	if oid == oidInt8 || oid == oidInt4 {
 		ms, err := strconv.ParseInt(string(data), 10, 64)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("timestamp %q is not epoch milliseconds", data)
+			return time.Time{}, fmt.Errorf("timestamp %.40q is not epoch milliseconds", data)
 		}
-		return time.UnixMilli(ms).UTC(), nil
+		return inKafkaRange(time.UnixMilli(ms).UTC(), data)
 	}
 	for _, layout := range timestampLayouts {
 		if t, err := time.Parse(layout, string(data)); err == nil {
-			return t, nil
+			return inKafkaRange(t, data)
 		}
 	}
 	return time.Time{}, fmt.Errorf("timestamp %.40q is not a Postgres ISO timestamp (infinity and BC dates have no Kafka timestamp)", data)
+}
+
+// inKafkaRange refuses a record timestamp the producer cannot encode
+// (before 1970) or that time-based retention would treat absurdly (after
+// 9999): epoch seconds in a bigint column read as milliseconds land in
+// January 1970, and the records would expire at once.
+func inKafkaRange(t time.Time, data []byte) (time.Time, error) {
+	if t.Before(time.Unix(0, 0)) || t.Year() > 9999 {
+		return time.Time{}, fmt.Errorf("timestamp %.40q is %s, outside 1970-9999 (a bigint column holds epoch milliseconds)", data, t.Format(time.RFC3339))
+	}
+	return t, nil
 }

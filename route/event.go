@@ -34,7 +34,7 @@ func (b *Binding) Event(vals []Value, meta Meta) (outboxrelay.Event, error) {
 
 	topic, err := b.m.topic(b.topic, vals)
 	if err != nil {
-		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s: %v", ev.ID, err)}
+		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %.80q: %v", ev.ID, err)}
 	}
 	ev.Topic = topic
 
@@ -68,7 +68,7 @@ func (b *Binding) Event(vals []Value, meta Meta) (outboxrelay.Event, error) {
 		}
 	}
 	if err := b.finish(&ev, vals, meta); err != nil {
-		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %s: %v", ev.ID, err)}
+		return ev, &UnmappableError{Reason: fmt.Sprintf("outbox row %.80q: %v", ev.ID, err)}
 	}
 	return ev, nil
 }
@@ -80,11 +80,11 @@ func (b *Binding) setPayload(ev *outboxrelay.Event, vals []Value, a *arena) erro
 	case pv.Kind != Text && b.m.cfg.TombstoneOnEmptyPayload && pv.Kind == Null:
 		ev.Value = nil
 	case pv.Kind != Text:
-		return &UnmappableError{Reason: fmt.Sprintf("outbox row %s has a NULL payload (column %q)", ev.ID, b.m.cfg.Columns.Payload)}
+		return &UnmappableError{Reason: fmt.Sprintf("outbox row %.80q has a NULL payload (column %q)", ev.ID, b.m.cfg.Columns.Payload)}
 	case b.bytea:
 		v, err := decodeBytea(pv.Data)
 		if err != nil {
-			return &UnmappableError{Reason: fmt.Sprintf("outbox row %s: payload: %v", ev.ID, err)}
+			return &UnmappableError{Reason: fmt.Sprintf("outbox row %.80q: payload: %v", ev.ID, err)}
 		}
 		ev.Value = v
 	default:

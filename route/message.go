@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"unicode/utf8"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
@@ -74,6 +76,14 @@ func (ms *Messages) Event(content []byte, meta Meta) (outboxrelay.Event, error) 
 
 func (ms *Messages) event(content []byte, meta Meta) (outboxrelay.Event, error) {
 	ev := outboxrelay.Event{LSN: meta.LSN, CommitLSN: meta.CommitLSN, CommitTime: meta.CommitTime}
+	if !utf8.Valid(content) {
+		// Go's decoder would turn each invalid byte into U+FFFD, so two
+		// distinct ids could become one.
+		return ev, &UnmappableError{Reason: fmt.Sprintf("logical message at LSN %s is not valid UTF-8", meta.LSN)}
+	}
+	if err := exactMembers(content); err != nil {
+		return ev, &UnmappableError{Reason: fmt.Sprintf("logical message at LSN %s: %v", meta.LSN, err)}
+	}
 	var c messageContent
 	dec := json.NewDecoder(bytes.NewReader(content))
 	dec.DisallowUnknownFields()
@@ -92,9 +102,13 @@ func (ms *Messages) event(content []byte, meta Meta) (outboxrelay.Event, error) 
 		}
 		ms.vals[i] = Value{Kind: Text, Data: []byte(*s)}
 	}
+	if c.Payload == nil {
+		// Only an explicit null may become a tombstone.
+		return ev, &UnmappableError{Reason: fmt.Sprintf("logical message %.80q has no \"payload\" (write null for none)", ev.ID)}
+	}
 	ms.vals[4], ms.vals[5] = jsonMember(c.Payload), jsonMember(c.Headers)
 	if v := ms.vals[5]; v.Kind == Text && v.Data[0] != '{' {
-		return ev, &UnmappableError{Reason: fmt.Sprintf("logical message %s: \"headers\" is not a JSON object", ev.ID)}
+		return ev, &UnmappableError{Reason: fmt.Sprintf("logical message %.80q: \"headers\" is not a JSON object", ev.ID)}
 	}
 	return ms.b.Event(ms.vals, meta)
 }
@@ -106,4 +120,20 @@ func jsonMember(raw json.RawMessage) Value {
 		return Value{}
 	}
 	return Value{Kind: Text, Data: raw}
+}
+
+// exactMembers refuses an object whose member names are not exactly the
+// documented ones: Go's decoder matches names case-insensitively, so
+// {"id": "x", "ID": "y"} would pass as id "y".
+func exactMembers(content []byte) error {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(content, &members); err != nil {
+		return nil // not an object: the full decode says so
+	}
+	for name := range members {
+		if !slices.Contains(MessageMembers, name) {
+			return fmt.Errorf("member %.40q is not one of %q (names are case-sensitive)", name, MessageMembers)
+		}
+	}
+	return nil
 }
