@@ -79,10 +79,10 @@ func (ms *Messages) event(content []byte, meta Meta) (outboxrelay.Event, error) 
 	if !utf8.Valid(content) {
 		// Go's decoder would turn each invalid byte into U+FFFD, so two
 		// distinct ids could become one.
-		return ev, &UnmappableError{Reason: fmt.Sprintf("logical message at LSN %s is not valid UTF-8", meta.LSN)}
+		return ev, &UnmappableError{Reason: fmt.Sprintf("logical message at LSN %s is not the documented JSON object: not valid UTF-8", meta.LSN)}
 	}
 	if err := exactMembers(content); err != nil {
-		return ev, &UnmappableError{Reason: fmt.Sprintf("logical message at LSN %s: %v", meta.LSN, err)}
+		return ev, &UnmappableError{Reason: fmt.Sprintf("logical message at LSN %s is not the documented JSON object: %v", meta.LSN, err)}
 	}
 	var c messageContent
 	dec := json.NewDecoder(bytes.NewReader(content))
