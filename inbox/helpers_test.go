@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbox-relay/outbox-relay/internal/relaytest"
+
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -158,26 +160,7 @@ func (r *running) shutdown(t *testing.T, within time.Duration) error {
 }
 
 // metric sums a metric's samples (all labels); histograms count samples.
-func (r *running) metric(name string) float64 {
-	mfs, _ := r.reg.Gather()
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.Counter != nil:
-				sum += m.Counter.GetValue()
-			case m.Gauge != nil:
-				sum += m.Gauge.GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return sum
-}
+func (r *running) metric(name string) float64 { return relaytest.MetricSum(r.reg, name) }
 
 // recordEffect is the test handlers' effect: a row in effects, written
 // through the inbox's transaction.

@@ -58,22 +58,9 @@ func startConsumer(t *testing.T, env *relaytest.Env, pgURL, name string) *proc {
 	p.cmd = exec.Command(inboxConsumer(t), "--pg-url", pgURL, "--kafka-brokers", strings.Join(env.Kafka.Addrs(), ","),
 		"--group", "e2e", "--topic-regex", `^outbox\.event\.`, "--session-timeout", "6s", "--shutdown-timeout", "5s",
 		"--metrics-addr", p.metrics)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start inbox-consumer: %v", err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(p.logPath)
-			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			t.Logf("last lines of %s:\n%s", name, strings.Join(lines[max(0, len(lines)-15):], "\n"))
-		}
+	p.launch(t, "inbox-consumer", logf, func(log string) {
+		lines := strings.Split(log, "\n")
+		t.Logf("last lines of %s:\n%s", name, strings.Join(lines[max(0, len(lines)-15):], "\n"))
 	})
 	return p
 }

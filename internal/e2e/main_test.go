@@ -91,9 +91,25 @@ func start(t *testing.T, env *relaytest.Env, standbyPoll time.Duration, extra ..
 		"OUTBOX_RELAY_SLOT="+env.Slot,
 		"OUTBOX_RELAY_METRICS_ADDR="+p.metrics,
 	)
+	p.launch(t, "outbox-relay", logf, func(log string) {
+		var notable []string
+		for _, l := range strings.Split(log, "\n") {
+			if !strings.Contains(l, `"level":"info"`) {
+				notable = append(notable, l)
+			}
+		}
+		t.Logf("warnings and errors of %s:\n%s", filepath.Base(p.logPath), strings.Join(notable[:min(len(notable), 20)], "\n"))
+	})
+	return p
+}
+
+// launch starts p.cmd writing to logf, reaps it, and at the end of the
+// test stops it and, if the test failed, shows its log through onFailure.
+func (p *proc) launch(t *testing.T, what string, logf *os.File, onFailure func(log string)) {
+	t.Helper()
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start outbox-relay: %v", err)
+		t.Fatalf("start %s: %v", what, err)
 	}
 	go func() {
 		_ = p.cmd.Wait()
@@ -104,16 +120,9 @@ func start(t *testing.T, env *relaytest.Env, standbyPoll time.Duration, extra ..
 		p.stop()
 		if t.Failed() {
 			b, _ := os.ReadFile(p.logPath)
-			var notable []string
-			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-				if !strings.Contains(l, `"level":"info"`) {
-					notable = append(notable, l)
-				}
-			}
-			t.Logf("warnings and errors of %s:\n%s", filepath.Base(p.logPath), strings.Join(notable[:min(len(notable), 20)], "\n"))
+			onFailure(strings.TrimSpace(string(b)))
 		}
 	})
-	return p
 }
 
 // kill sends SIGKILL and waits for the process to be gone.

@@ -20,14 +20,15 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/internal/eventually"
 	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
 	"github.com/outbox-relay/outbox-relay/internal/wire"
 	"github.com/outbox-relay/outbox-relay/relay"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 )
 
 // OutboxSQL returns testdata/outbox.sql, the default table.
@@ -217,8 +218,12 @@ func (r *Running) Err() error {
 }
 
 // Metric returns the sum of a metric's samples (all label values), or 0.
-func (r *Running) Metric(name string) float64 {
-	mfs, err := r.Registry.Gather()
+func (r *Running) Metric(name string) float64 { return MetricSum(r.Registry, name) }
+
+// MetricSum returns the sum of the samples of the metric name in g (all
+// label values; a histogram counts its samples), or 0.
+func MetricSum(g prometheus.Gatherer, name string) float64 {
+	mfs, err := g.Gather()
 	if err != nil {
 		return 0
 	}
