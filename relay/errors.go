@@ -12,6 +12,10 @@ import (
 // errKafka marks session failures on the Kafka side, for logs and metrics.
 var errKafka = errors.New("kafka")
 
+// errSinkClosed stops the feed when the sink has stopped by itself; the
+// sink's own Run reports why.
+var errSinkClosed = errors.New("sink stopped")
+
 // classifyDelivery turns a refusal Kafka will repeat forever into an
 // UndeliverableError that names the event and the way past it.
 func classifyDelivery(err error) error {

@@ -10,6 +10,7 @@ import (
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 	"github.com/outbox-relay/outbox-relay/checkpoint"
 	"github.com/outbox-relay/outbox-relay/replication"
+	"github.com/outbox-relay/outbox-relay/sink"
 )
 
 // session is one attempt: a stream from the slot's confirmed position, a
@@ -169,7 +170,7 @@ func (s *session) pump(feedCtx context.Context) {
 	err := s.feed(feedCtx)
 	s.stopFeed()
 	<-watchDone
-	if err != nil {
+	if err != nil && !errors.Is(err, errSinkClosed) {
 		s.fail(err)
 	}
 }
@@ -279,6 +280,12 @@ func (s *session) forward(ctx context.Context, m *replication.Message) error {
 		s.tracker.Untrack(tok)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, sink.ErrClosed) {
+			// The sink stopped on its own: its Run ends the session with
+			// the reason (a TLS failure, say), which "closed" would hide
+			// when it won the race to be the session's failure.
+			return errSinkClosed
 		}
 		return classifyDelivery(fmt.Errorf("produce: %w", err))
 	}
