@@ -38,6 +38,9 @@ type latencyResult struct {
 	// relayP50/relayP99 bound the relay's commit-to-ack time (histogram
 	// bucket bounds, seconds).
 	relayP50, relayP99 float64
+	// toCommit and fromCommit are p50, p99 and max of the two parts of
+	// each latency (see latencyConsumer.split).
+	toCommit, fromCommit [3]time.Duration
 }
 
 // latencyScenario writes at a fixed rate for d while the relay runs, each
@@ -88,6 +91,7 @@ func (s *suite) latencyScenario(ctx context.Context, d time.Duration, profileDir
 	}
 	lats, seen := c.stop()
 	res.seen = seen
+	res.toCommit, res.fromCommit = c.splits()
 	if len(lats) == 0 {
 		return res, fmt.Errorf("no latency samples")
 	}
@@ -152,7 +156,11 @@ type latencyConsumer struct {
 
 	mu   sync.Mutex
 	lats []time.Duration
-	seen int
+	// split divides each latency at the record's timestamp, the Postgres
+	// commit time (millisecond precision): insert -> commit is the writer's
+	// and Postgres' part, commit -> readable the relay's and the broker's.
+	toCommit, fromCommit []time.Duration
+	seen                 int
 }
 
 func startLatencyConsumer(ctx context.Context, brokers []string) (*latencyConsumer, error) {
@@ -181,6 +189,8 @@ func (c *latencyConsumer) run(ctx context.Context) {
 			c.seen++
 			if ts, ok := insertTime(r.Value); ok {
 				c.lats = append(c.lats, now.Sub(ts))
+				c.toCommit = append(c.toCommit, r.Timestamp.Sub(ts))
+				c.fromCommit = append(c.fromCommit, now.Sub(r.Timestamp))
 			}
 		})
 		c.mu.Unlock()
@@ -219,6 +229,22 @@ func (c *latencyConsumer) stop() ([]time.Duration, int) {
 	defer c.mu.Unlock()
 	slices.Sort(c.lats)
 	return c.lats, c.seen
+}
+
+// splits returns p50, p99 and max of insert -> commit and of commit ->
+// readable; call it after stop.
+func (c *latencyConsumer) splits() (toCommit, fromCommit [3]time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := func(ds []time.Duration) (out [3]time.Duration) {
+		if len(ds) == 0 {
+			return out
+		}
+		slices.Sort(ds)
+		p50, _, p99, m := percentiles(ds)
+		return [3]time.Duration{p50, p99, m}
+	}
+	return q(c.toCommit), q(c.fromCommit)
 }
 
 // percentiles returns p50, p95, p99 and the maximum of sorted latencies.

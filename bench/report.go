@@ -72,6 +72,8 @@ func printLatency(w io.Writer, l latencyResult, brokerCPU string) {
 		l.brokerCPU.Seconds(), 100*share(l.brokerCPU, l.relayCPU, l.walsenderCPU), l.benchCPU.Seconds(),
 		ms(max(0, l.writeLagAtClose)), l.relayP50*1000, l.relayP99*1000, l.load)
 	tw.Flush()
+	fmt.Fprintf(w, "split at the record timestamp (the Postgres commit, ms precision): insert -> commit p50/p99/max %.1f/%.1f/%.1f ms; commit -> readable p50/p99/max %.1f/%.1f/%.1f ms\n",
+		ms(l.toCommit[0]), ms(l.toCommit[1]), ms(l.toCommit[2]), ms(l.fromCommit[0]), ms(l.fromCommit[1]), ms(l.fromCommit[2]))
 	fmt.Fprintln(w, "relay and walsender CPU: over the relay's life; broker and bench process CPU: while the writer ran and the consumer caught up")
 }
 

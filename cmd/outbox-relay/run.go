@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"time"
 
 	outboxrelay "github.com/outbox-relay/outbox-relay"
@@ -71,6 +72,13 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		defer stopProfile()
+	}
+	if path := getenv(traceEnv); path != "" {
+		stopTrace, err := startTrace(path)
+		if err != nil {
+			return err
+		}
+		defer stopTrace()
 	}
 
 	reg := prometheus.NewRegistry()
@@ -178,6 +186,26 @@ func startCPUProfile(path string) (stop func(), err error) {
 	}
 	return func() {
 		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// traceEnv names a file for a runtime execution trace of the whole run
+// (go tool trace): where an event waited (scheduling, GC, blocking), which
+// a CPU profile does not show. A debugging aid, like cpuProfileEnv.
+const traceEnv = "OUTBOX_RELAY_TRACE"
+
+func startTrace(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create %s file: %w", traceEnv, err)
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start execution trace: %w", err)
+	}
+	return func() {
+		trace.Stop()
 		f.Close()
 	}, nil
 }
