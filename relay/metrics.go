@@ -12,10 +12,8 @@ import (
 
 // Metrics are the relay's instruments, registered once per process.
 type Metrics struct {
-	reg prometheus.Registerer
-	// topics bounds the topic label of received.
-	topics     *sink.TopicLabels
-	received   *prometheus.CounterVec
+	reg        prometheus.Registerer
+	received   *sink.TopicCounters
 	acked      prometheus.Counter
 	reconnects prometheus.Counter
 	// deadLettered counts events whose dead-letter copy Kafka acked.
@@ -26,14 +24,14 @@ type Metrics struct {
 
 // NewMetrics registers the relay's metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
+	received := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outbox_relay_events_received_total",
+		Help: fmt.Sprintf("Outbox events received from the replication stream (resends included), by routed topic; \"\" for rows that could not be routed; "+
+			"the first %d topics keep their name, later ones count as %q.", sink.MaxTopicLabels, sink.OtherTopics),
+	}, []string{"topic"})
 	m := &Metrics{
-		reg:    reg,
-		topics: sink.NewTopicLabels(sink.MaxTopicLabels),
-		received: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outbox_relay_events_received_total",
-			Help: fmt.Sprintf("Outbox events received from the replication stream (resends included), by routed topic; \"\" for rows that could not be routed; "+
-				"the first %d topics keep their name, later ones count as %q.", sink.MaxTopicLabels, sink.OtherTopics),
-		}, []string{"topic"}),
+		reg:      reg,
+		received: sink.NewTopicCounters(sink.NewTopicLabels(sink.MaxTopicLabels), received),
 		acked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_relay_events_acked_total",
 			Help: "Events acknowledged by Kafka.",
@@ -56,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"phase"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.acked, m.reconnects, m.deadLettered, m.sessionEnd, m.phase)
+		reg.MustRegister(received, m.acked, m.reconnects, m.deadLettered, m.sessionEnd, m.phase)
 	}
 	return m
 }
@@ -113,7 +111,7 @@ func (m *Metrics) observe(r *Relay) {
 
 // receivedBy counts an event received for topic.
 func (m *Metrics) receivedBy(topic string) {
-	m.received.WithLabelValues(m.topics.Label(topic)).Inc()
+	m.received.Inc(topic)
 }
 
 func (m *Metrics) setPhase(p Phase) {

@@ -236,13 +236,19 @@ func (s *session) feed(ctx context.Context) error {
 	for {
 		var m replication.Message
 		var ok bool
+		// A waiting message is taken without the two-channel select
+		// (which locks both); ctx is checked after each message instead.
 		select {
-		case <-ctx.Done():
-			return nil
 		case m, ok = <-msgs:
-			if !ok {
+		default:
+			select {
+			case <-ctx.Done():
 				return nil
+			case m, ok = <-msgs:
 			}
+		}
+		if !ok {
+			return nil
 		}
 		switch m.Kind {
 		case replication.KindEvent:
@@ -252,6 +258,9 @@ func (s *session) feed(ctx context.Context) error {
 		case replication.KindCommit, replication.KindKeepalive:
 			if safe, moved := s.tracker.Mark(m.LSN); moved {
 				s.src.Confirm(safe)
+			}
+			if ctx.Err() != nil {
+				return nil
 			}
 		}
 	}

@@ -10,6 +10,10 @@ type Metrics struct {
 	confirmedLSN  prometheus.Gauge
 	lastMessage   prometheus.Gauge
 	statusUpdates prometheus.Counter
+	// commitToReceive is Postgres' share of an event's latency: its
+	// commit until the relay decoded it (the walsender's wait for a CPU
+	// and its decoding; a backlog's age while catching up).
+	commitToReceive prometheus.Histogram
 }
 
 // NewMetrics registers the stream's metrics on reg.
@@ -35,9 +39,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "outbox_relay_replication_status_updates_total",
 			Help: "Standby status updates sent to Postgres.",
 		}),
+		commitToReceive: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "outbox_relay_replication_commit_to_receive_seconds",
+			Help:    "Time from the Postgres commit of an event to the relay decoding it from the stream: Postgres' share of outbox_relay_sink_commit_to_ack_seconds.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.skipped, m.receivedLSN, m.confirmedLSN, m.lastMessage, m.statusUpdates)
+		reg.MustRegister(m.skipped, m.receivedLSN, m.confirmedLSN, m.lastMessage, m.statusUpdates, m.commitToReceive)
 	}
 	return m
 }

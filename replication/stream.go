@@ -328,7 +328,9 @@ func (s *Stream) handle(ctx context.Context, conn *pgconn.PgConn, dec *Decoder, 
 		s.metrics.receivedLSN.Set(float64(xld.WALStart))
 		if ok {
 			if msg.Kind == KindEvent {
-				s.metrics.lastMessage.SetToCurrentTime()
+				now := time.Now()
+				s.metrics.lastMessage.Set(float64(now.UnixNano()) / 1e9)
+				s.metrics.commitToReceive.Observe(now.Sub(msg.Event.CommitTime).Seconds())
 				if msg.Event.CommitLSN < s.delivered {
 					s.metrics.skipped.WithLabelValues(SkippedDelivered).Inc()
 					return nil

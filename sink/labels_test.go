@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestTopicLabelsAreBounded pins unbounded metric series: the topic label
@@ -42,6 +44,39 @@ func TestTopicLabelsConcurrent(t *testing.T) {
 	wg.Wait()
 	if len(seen) != MaxTopicLabels+1 || !seen[OtherTopics] {
 		t.Fatalf("%d distinct labels (other: %v), want %d topics and %q", len(seen), seen[OtherTopics], MaxTopicLabels, OtherTopics)
+	}
+}
+
+// TestTopicCountersCountIntoBoundedSeries: the cached counters count into
+// the series the label names, and share one bound when two families share
+// the labels (produced and acked).
+func TestTopicCountersCountIntoBoundedSeries(t *testing.T) {
+	labels := NewTopicLabels(2)
+	reg := prometheus.NewRegistry()
+	newVec := func(name string) *prometheus.CounterVec {
+		v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: "x"}, []string{"topic"})
+		reg.MustRegister(v)
+		return v
+	}
+	a, b := NewTopicCounters(labels, newVec("a_total")), NewTopicCounters(labels, newVec("b_total"))
+	for _, topic := range []string{"t1", "t2", "t3", "t1", "t4", "t2", "t1"} {
+		a.Inc(topic)
+	}
+	b.Inc("t3")
+	b.Inc("t2")
+	got := map[string]float64{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			got[f.GetName()+"/"+m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{"a_total/t1": 3, "a_total/t2": 2, "a_total/" + OtherTopics: 2, "b_total/t2": 1, "b_total/" + OtherTopics: 1}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("series %v, want %v", got, want)
 	}
 }
 

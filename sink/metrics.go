@@ -12,10 +12,9 @@ var topicsCapped = fmt.Sprintf("; the first %d topics keep their name, later one
 // Metrics are the sink's instruments. Create them once per process and share
 // them across reconnects.
 type Metrics struct {
-	// topics bounds the topic label of produced and acked.
-	topics   *TopicLabels
-	produced *prometheus.CounterVec
-	acked    *prometheus.CounterVec
+	// produced and acked share one bound on their topic label.
+	produced *TopicCounters
+	acked    *TopicCounters
 	errors   *prometheus.CounterVec
 	retries  prometheus.Counter
 	// isolations counts batches refused whole and resent one per request.
@@ -30,16 +29,18 @@ type Metrics struct {
 
 // NewMetrics registers the sink's metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
+	topics := NewTopicLabels(MaxTopicLabels)
+	produced := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outbox_relay_sink_produced_total",
+		Help: "Events handed to the Kafka producer, by topic (resends included)" + topicsCapped,
+	}, []string{"topic"})
+	acked := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outbox_relay_sink_acked_total",
+		Help: "Events acknowledged by Kafka (acks=all), by topic" + topicsCapped,
+	}, []string{"topic"})
 	m := &Metrics{
-		topics: NewTopicLabels(MaxTopicLabels),
-		produced: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outbox_relay_sink_produced_total",
-			Help: "Events handed to the Kafka producer, by topic (resends included)" + topicsCapped,
-		}, []string{"topic"}),
-		acked: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outbox_relay_sink_acked_total",
-			Help: "Events acknowledged by Kafka (acks=all), by topic" + topicsCapped,
-		}, []string{"topic"}),
+		produced: NewTopicCounters(topics, produced),
+		acked:    NewTopicCounters(topics, acked),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outbox_relay_sink_errors_total",
 			Help: "Events whose produce failed after retries, by kind (retriable, undeliverable).",
@@ -76,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.produced, m.acked, m.errors, m.retries, m.isolations, m.latency,
+		reg.MustRegister(produced, acked, m.errors, m.retries, m.isolations, m.latency,
 			m.transactions, m.txnCommitSeconds, m.committedBefore, m.fenced)
 	}
 	return m

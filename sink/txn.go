@@ -259,7 +259,7 @@ func (t *Txn) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) 
 	}
 	t.cur.Events = n
 	t.sent = Position{Commit: t.cur.Commit, Events: n, EventID: ev.ID, Timeline: t.tx.Timeline}
-	t.metrics.produced.WithLabelValues(t.metrics.topics.Label(ev.Topic)).Inc()
+	t.metrics.produced.Inc(ev.Topic)
 	t.tokens = append(t.tokens, token)
 	if t.bytes += len(ev.Key) + len(ev.Value); t.bytes >= t.tx.CommitBytes {
 		select {
@@ -347,7 +347,7 @@ func (t *Txn) drain(p sarama.AsyncProducer) {
 			}
 			if d, isEvent := m.Metadata.(*delivery); isEvent {
 				t.missing.found(m.Topic)
-				t.metrics.acked.WithLabelValues(t.metrics.topics.Label(m.Topic)).Inc()
+				t.metrics.acked.Inc(m.Topic)
 				t.metrics.latency.Observe(time.Since(d.commitTime).Seconds())
 			}
 		case pe, ok := <-errs:

@@ -33,8 +33,10 @@ type options struct {
 
 	metricsAddr      string
 	progressInterval time.Duration
-	logFormat        string
-	logLevel         string
+	// pprof serves /debug/pprof/ (pprofEnv): not a flag, a debugging aid.
+	pprof     bool
+	logFormat string
+	logLevel  string
 
 	output    string // table or json, for the operator commands
 	acceptGap bool

@@ -699,10 +699,11 @@ func TestMetricsAndReadiness(t *testing.T) {
 		t.Fatalf("metrics never showed the record and the slot lag:\n%s", scrape)
 	}
 	for name, want := range map[string]float64{
-		"outbox_relay_sink_acked_total":                 float64(len(recs)),
-		"outbox_relay_events_acked_total":               float64(len(recs)),
-		"outbox_relay_sink_produced_total":              float64(len(recs)),
-		"outbox_relay_sink_commit_to_ack_seconds_count": float64(len(recs)),
+		"outbox_relay_sink_acked_total":                            float64(len(recs)),
+		"outbox_relay_events_acked_total":                          float64(len(recs)),
+		"outbox_relay_sink_produced_total":                         float64(len(recs)),
+		"outbox_relay_sink_commit_to_ack_seconds_count":            float64(len(recs)),
+		"outbox_relay_replication_commit_to_receive_seconds_count": float64(len(recs)),
 	} {
 		if got, _ := metric(scrape, name); got != want {
 			t.Errorf("%s = %v, want %v (records delivered)", name, got, want)
