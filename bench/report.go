@@ -122,7 +122,7 @@ func printTopics(w io.Writer, rows []topicsResult, several bool, brokerCPU strin
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "relay s: process start until the high watermarks of every %s* topic sum to the backlog (polled every %s); series: sample lines of the relay's /metrics then\n", topicsPrefix, topicsPoll)
+	fmt.Fprintf(w, "relay s: process start until the high watermarks of one %s* topic per aggregate sum to the backlog (checked every %s); series: sample lines of the relay's /metrics then\n", topicsPrefix, topicsPoll)
 }
 
 // share is broker / (broker + relay + walsender): the broker's part of the

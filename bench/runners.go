@@ -198,10 +198,13 @@ func (c *counter) count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// ackCounter counts the records the broker holds for a relay run.
+// ackCounter counts the records the broker holds for a relay run; p is
+// the relay producing them.
 type ackCounter interface {
-	count(ctx context.Context) (int64, error)
+	acked(ctx context.Context, p *relayProc) (int64, error)
 }
+
+func (c *counter) acked(ctx context.Context, _ *relayProc) (int64, error) { return c.count(ctx) }
 
 // committed says whether counters read last stable offsets: with
 // --exactly-once, what a read_committed consumer can reach.
@@ -253,7 +256,7 @@ func (s *suite) runRelay(ctx context.Context, rr relayRun) (readerRun, error) {
 			return r, fmt.Errorf("relay exited early (%v); log: %s", p.err, p.logTail())
 		case <-tick.C:
 		}
-		n, err := rr.counter.count(ctx)
+		n, err := rr.counter.acked(ctx, p)
 		if err != nil && !errors.Is(err, kerr.UnknownTopicOrPartition) {
 			return r, err
 		}
