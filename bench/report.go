@@ -122,7 +122,7 @@ func printTopics(w io.Writer, rows []topicsResult, several bool, brokerCPU strin
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "relay s: process start until the high watermarks of one %s* topic per aggregate sum to the backlog (checked every %s); series: sample lines of the relay's /metrics then\n", topicsPrefix, topicsPoll)
+	fmt.Fprintf(w, "relay s: process start until the high watermarks of one %s* topic per aggregate sum to the backlog (checked every %s, %.0f%% of the time so far or %dx the last check's time, whichever is longest); series: sample lines of the relay's /metrics then\n", topicsPrefix, topicsPoll, 100*topicsPollShare, topicsPollCost)
 }
 
 // share is broker / (broker + relay + walsender): the broker's part of the

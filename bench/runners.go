@@ -218,9 +218,16 @@ type relayRun struct {
 	broker  broker
 	counter ackCounter
 	poll    time.Duration // how often counter is read: the timing error
-	want    int64
-	profile string
-	args    []string // extra flags for outbox-relay run
+	// pollShare and pollCost, if set, stretch the poll to that share of
+	// the time since the start, or to pollCost times as long as the last
+	// count took, when either is longer: a dear counter (thousands of
+	// partitions) then takes at most about 1/pollCost of a core, and
+	// the timing error stays within the larger of the three.
+	pollShare float64
+	pollCost  int
+	want      int64
+	profile   string
+	args      []string // extra flags for outbox-relay run
 	// atEnd, if set, runs once every event is acked, while the relay
 	// still runs.
 	atEnd func(*relayProc) error
@@ -245,7 +252,7 @@ func (s *suite) runRelay(ctx context.Context, rr relayRun) (readerRun, error) {
 			_ = p.stop()
 		}
 	}()
-	tick := time.NewTicker(rr.poll)
+	tick := time.NewTimer(rr.poll)
 	defer tick.Stop()
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
@@ -256,7 +263,9 @@ func (s *suite) runRelay(ctx context.Context, rr relayRun) (readerRun, error) {
 			return r, fmt.Errorf("relay exited early (%v); log: %s", p.err, p.logTail())
 		case <-tick.C:
 		}
+		counted := time.Now()
 		n, err := rr.counter.acked(ctx, p)
+		tick.Reset(max(rr.poll, time.Duration(rr.pollShare*float64(time.Since(p.started))), time.Duration(rr.pollCost)*time.Since(counted)))
 		if err != nil && !errors.Is(err, kerr.UnknownTopicOrPartition) {
 			return r, err
 		}

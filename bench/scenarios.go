@@ -41,7 +41,7 @@ func (s *suite) backlogScenario(ctx context.Context, name string, n, perTx, size
 	defer db.Close(s)
 
 	s.logf("%s: writing %d events (%d per transaction, %d B payloads)", name, n, perTx, size)
-	if res.backlog, err = s.load(ctx, db, n, perTx, size, 1000); err != nil {
+	if res.backlog, err = s.load(ctx, db, n, perTx, size, backlogAggregates); err != nil {
 		return res, err
 	}
 	s.logf("%s: written in %s; end LSN %s", name, res.backlog.loadTime.Round(1e6), res.backlog.end)

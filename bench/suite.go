@@ -304,6 +304,11 @@ type backlog struct {
 	loadTime     time.Duration
 }
 
+// backlogAggregates is how many aggregate ids a backlog's events cycle
+// through, so the relay's partitioning by aggregate id spreads them over
+// every partition (the topics scenario sets its own count).
+const backlogAggregates = 1000
+
 // load writes n events in transactions of perTx rows over the suite's
 // load connections, their aggregate ids cycling through aggs values
 // (order-0, order-1, ...), then waits until the WAL is flushed so every
