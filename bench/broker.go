@@ -7,10 +7,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/outbox-relay/outbox-relay/internal/apachekafka"
-	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/outbox-relay/outbox-relay/internal/apachekafka"
+	"github.com/outbox-relay/outbox-relay/internal/kafkatest"
 )
 
 // The -broker choices.
@@ -121,7 +122,7 @@ func (s *suite) warmUp(ctx context.Context, limit time.Duration) error {
 			return err
 		}
 		s.logf("apache: warm-up run %d (%s, unmeasured)", round, warmupRound)
-		if _, err := s.latencyScenario(ctx, warmupRound, ""); err != nil {
+		if _, err := s.latencyScenario(ctx, s.relay, s.o.rate, warmupRound, ""); err != nil {
 			return fmt.Errorf("warm Apache Kafka up (-broker-warmup): %w", err)
 		}
 		jit, err := jitCPU(s.kafka.Pid(0))

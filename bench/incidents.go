@@ -97,11 +97,11 @@ func (s *suite) runIncident(ctx context.Context, in incident) (incidentRun, erro
 		return r, err
 	}
 	defer db.Close(s)
-	slot := db.relaySlot(0)
+	slot := db.slot(s.relay.slot, 0)
 	if _, err := db.pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
 		return r, fmt.Errorf("create slot: %w", err)
 	}
-	p, err := s.startRelay(ctx, db, slot, broker.Addrs(), "")
+	p, err := s.startRelay(ctx, s.relay, db, slot, broker.Addrs(), "")
 	if err != nil {
 		return r, err
 	}
@@ -151,7 +151,7 @@ func (s *suite) incidentStep(ctx context.Context, db *database, slot string, bro
 		s.logf("incidents: kill -9 of the relay (pid %d); starting it again", p.pid())
 		_ = p.cmd.Process.Kill()
 		<-p.done
-		next, err := s.startRelay(ctx, db, slot, brokers, "")
+		next, err := s.startRelay(ctx, s.relay, db, slot, brokers, "")
 		if err != nil {
 			return p, err // the killed one: stopping it is a no-op
 		}

@@ -23,6 +23,7 @@ import (
 const warmup = time.Second
 
 type latencyResult struct {
+	label           string // the binary: relay or baseline
 	rate, rows      int
 	duration        time.Duration
 	written, seen   int
@@ -43,23 +44,23 @@ type latencyResult struct {
 	toCommit, fromCommit [3]time.Duration
 }
 
-// latencyScenario writes at a fixed rate for d while the relay runs, each
-// row's payload carrying its insert time, and a consumer measures how long
-// after the insert each record became readable. With profileDir the relay
-// writes its CPU profile there.
-func (s *suite) latencyScenario(ctx context.Context, d time.Duration, profileDir string) (latencyResult, error) {
-	res := latencyResult{rate: s.o.rate, rows: s.o.latencyRows, duration: d}
+// latencyScenario writes at rate events/s for d while bin runs, each row's
+// payload carrying its insert time, and a consumer measures how long after
+// the insert each record became readable. With profileDir the relay writes
+// its CPU profile there.
+func (s *suite) latencyScenario(ctx context.Context, bin relayBin, rate int, d time.Duration, profileDir string) (latencyResult, error) {
+	res := latencyResult{label: bin.label, rate: rate, rows: s.o.latencyRows, duration: d}
 	broker, err := s.freshBroker(ctx)
 	if err != nil {
 		return res, err
 	}
 	defer broker.Close()
-	db, err := s.newDatabase(ctx, "latency", 1)
+	db, err := s.newDatabase(ctx, fmt.Sprintf("latency-%d", rate), 1)
 	if err != nil {
 		return res, err
 	}
 	defer db.Close(s)
-	p, err := s.startLatencyRelay(ctx, db, broker.Addrs(), profileDir)
+	p, err := s.startLatencyRelay(ctx, bin, db, broker.Addrs(), profileFile(profileDir, rate, s.o.rate))
 	if err != nil {
 		return res, err
 	}
@@ -86,7 +87,7 @@ func (s *suite) latencyScenario(ctx context.Context, d time.Duration, profileDir
 		return res, err
 	}
 	res.brokerCPU -= broker0
-	if err := res.sampleRelay(ctx, db, p); err != nil {
+	if err := res.sampleRelay(ctx, db, db.slot(bin.slot, 0), p); err != nil {
 		return res, err
 	}
 	lats, seen := c.stop()
@@ -102,7 +103,7 @@ func (s *suite) latencyScenario(ctx context.Context, d time.Duration, profileDir
 // sampleRelay records the relay's CPU and peak RSS, its walsender's CPU,
 // the load average and the relay's own commit-to-ack quantiles, once every
 // event has been consumed.
-func (res *latencyResult) sampleRelay(ctx context.Context, db *database, p *relayProc) error {
+func (res *latencyResult) sampleRelay(ctx context.Context, db *database, slot string, p *relayProc) error {
 	var err error
 	if res.relayCPU, err = procCPU(p.pid()); err != nil {
 		return err
@@ -110,7 +111,7 @@ func (res *latencyResult) sampleRelay(ctx context.Context, db *database, p *rela
 	if res.relayRSS, err = procPeakRSS(p.pid()); err != nil {
 		return err
 	}
-	ws := &walsender{pool: db.pool, slot: db.relaySlot(0)}
+	ws := &walsender{pool: db.pool, slot: slot}
 	ws.sample(ctx)
 	res.walsenderCPU = ws.cpu
 	res.load = loadAvg()
@@ -120,21 +121,33 @@ func (res *latencyResult) sampleRelay(ctx context.Context, db *database, p *rela
 	return nil
 }
 
-// startLatencyRelay starts the relay on the scenario's slot (profiled into
-// profileDir/relay-latency.pprof when profileDir is set) and waits until it
-// is ready, so the writer's first rows do not measure the relay's start-up.
-func (s *suite) startLatencyRelay(ctx context.Context, db *database, brokers []string, profileDir string) (*relayProc, error) {
-	profile := ""
-	if profileDir != "" {
-		if err := os.MkdirAll(profileDir, 0o755); err != nil {
+// profileFile is where a latency run at rate writes the relay's CPU
+// profile: dir/relay-latency.pprof at -rate, dir/relay-latency-RATE.pprof
+// at any other rate, so several rates keep their own; "" without dir.
+func profileFile(dir string, rate, defaultRate int) string {
+	if dir == "" {
+		return ""
+	}
+	if rate == defaultRate {
+		return filepath.Join(dir, "relay-latency.pprof")
+	}
+	return filepath.Join(dir, fmt.Sprintf("relay-latency-%d.pprof", rate))
+}
+
+// startLatencyRelay starts bin on the scenario's slot (profiled into
+// profile when it is set) and waits until it is ready, so the writer's
+// first rows do not measure the relay's start-up.
+func (s *suite) startLatencyRelay(ctx context.Context, bin relayBin, db *database, brokers []string, profile string) (*relayProc, error) {
+	if profile != "" {
+		if err := os.MkdirAll(filepath.Dir(profile), 0o755); err != nil {
 			return nil, err
 		}
 		var err error
-		if profile, err = filepath.Abs(filepath.Join(profileDir, "relay-latency.pprof")); err != nil {
+		if profile, err = filepath.Abs(profile); err != nil {
 			return nil, err
 		}
 	}
-	p, err := s.startRelay(ctx, db, db.relaySlot(0), brokers, profile)
+	p, err := s.startRelay(ctx, bin, db, db.slot(bin.slot, 0), brokers, profile)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +285,7 @@ func (s *suite) writeAtRate(ctx context.Context, db *database, res *latencyResul
 	defer conn.Close(context.WithoutCancel(ctx))
 	padding := pad(s.o.payload - len(`"ts": 1700000000000000000, `))
 	interval := time.Duration(float64(time.Second) * float64(res.rows) / float64(res.rate))
-	s.logf("latency: writing %d events/s in %d-row transactions for %s", res.rate, res.rows, res.duration)
+	s.logf("latency: %s: writing %d events/s in %d-row transactions for %s", res.label, res.rate, res.rows, res.duration)
 	start := time.Now()
 	next := start
 	for time.Since(start) < res.duration {

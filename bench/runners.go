@@ -29,6 +29,7 @@ type readerRun struct {
 	peakRSS   int64
 	walsender time.Duration // the Postgres backend decoding for it
 	brokerCPU time.Duration // the broker's process during the run (see broker.cpu)
+	series    metricSeries  // the relay's /metrics at the end (topics scenario)
 }
 
 // runRecvlogical times pg_recvlogical from start until it has received the
@@ -79,7 +80,9 @@ type relayProc struct {
 	metrics string // host:port of /metrics and /readyz
 }
 
-func (s *suite) startRelay(ctx context.Context, db *database, slot string, brokers []string, profile string) (*relayProc, error) {
+// startRelay starts bin on slot; extra flags come after -relay-args, so a
+// scenario's own (the topics scenario's --topic) win.
+func (s *suite) startRelay(ctx context.Context, bin relayBin, db *database, slot string, brokers []string, profile string, extra ...string) (*relayProc, error) {
 	metrics, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -90,6 +93,7 @@ func (s *suite) startRelay(ctx context.Context, db *database, slot string, broke
 		"--metrics-addr", metrics, "--log-level", "info",
 	}
 	args = append(args, s.o.relayArgs...)
+	args = append(args, extra...)
 	// Numbered: the incidents scenario starts a relay again on the same
 	// slot after a kill, and the killed one's log is kept.
 	s.relays++
@@ -98,7 +102,7 @@ func (s *suite) startRelay(ctx context.Context, db *database, slot string, broke
 	if err != nil {
 		return nil, err
 	}
-	p.cmd = exec.Command(s.relay, args...)
+	p.cmd = exec.Command(bin.path, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.Env = os.Environ()
 	if profile != "" {
@@ -194,21 +198,51 @@ func (c *counter) count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
+// ackCounter counts the records the broker holds for a relay run; p is
+// the relay producing them.
+type ackCounter interface {
+	acked(ctx context.Context, p *relayProc) (int64, error)
+}
+
+func (c *counter) acked(ctx context.Context, _ *relayProc) (int64, error) { return c.count(ctx) }
+
+// committed says whether counters read last stable offsets: with
+// --exactly-once, what a read_committed consumer can reach.
+func (s *suite) committed() bool { return slices.Contains(s.o.relayArgs, "--exactly-once") }
+
+// relayRun is one timed relay run.
+type relayRun struct {
+	bin     relayBin
+	db      *database
+	slot    string
+	broker  broker
+	counter ackCounter
+	poll    time.Duration // how often counter is read: the timing error
+	// pollShare and pollCost, if set, stretch the poll to that share of
+	// the time since the start, or to pollCost times as long as the last
+	// count took, when either is longer: a dear counter (thousands of
+	// partitions) then takes at most about 1/pollCost of a core, and
+	// the timing error stays within the larger of the three.
+	pollShare float64
+	pollCost  int
+	want      int64
+	profile   string
+	args      []string // extra flags for outbox-relay run
+	// atEnd, if set, runs once every event is acked, while the relay
+	// still runs.
+	atEnd func(*relayProc) error
+}
+
 // runRelay times the relay from process start until the broker holds
-// want records, and samples its CPU and peak RSS at that moment.
-func (s *suite) runRelay(ctx context.Context, db *database, slot string, b broker, want int64, profile string) (readerRun, error) {
+// rr.want records, and samples its CPU and peak RSS at that moment.
+func (s *suite) runRelay(ctx context.Context, rr relayRun) (readerRun, error) {
 	var r readerRun
-	c, err := newCounter(b.Addrs(), slices.Contains(s.o.relayArgs, "--exactly-once"))
+	ws := &walsender{pool: rr.db.pool, slot: rr.slot}
+	broker0, err := rr.broker.cpu()
 	if err != nil {
 		return r, err
 	}
-	defer c.Close()
-	ws := &walsender{pool: db.pool, slot: slot}
-	broker0, err := b.cpu()
-	if err != nil {
-		return r, err
-	}
-	p, err := s.startRelay(ctx, db, slot, b.Addrs(), profile)
+	p, err := s.startRelay(ctx, rr.bin, rr.db, rr.slot, rr.broker.Addrs(), rr.profile, rr.args...)
 	if err != nil {
 		return r, err
 	}
@@ -218,7 +252,7 @@ func (s *suite) runRelay(ctx context.Context, db *database, slot string, b broke
 			_ = p.stop()
 		}
 	}()
-	tick := time.NewTicker(pollInterval)
+	tick := time.NewTimer(rr.poll)
 	defer tick.Stop()
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
@@ -229,34 +263,49 @@ func (s *suite) runRelay(ctx context.Context, db *database, slot string, b broke
 			return r, fmt.Errorf("relay exited early (%v); log: %s", p.err, p.logTail())
 		case <-tick.C:
 		}
-		n, err := c.count(ctx)
+		counted := time.Now()
+		n, err := rr.counter.acked(ctx, p)
+		tick.Reset(max(rr.poll, time.Duration(rr.pollShare*float64(time.Since(p.started))), time.Duration(rr.pollCost)*time.Since(counted)))
 		if err != nil && !errors.Is(err, kerr.UnknownTopicOrPartition) {
 			return r, err
 		}
-		if n >= want {
+		if n >= rr.want {
 			r.elapsed = time.Since(p.started)
-			if r.brokerCPU, err = b.cpu(); err != nil {
-				return r, err
-			}
-			r.brokerCPU -= broker0
-			if r.cpu, err = procCPU(p.pid()); err != nil {
-				return r, err
-			}
-			if r.peakRSS, err = procPeakRSS(p.pid()); err != nil {
+			if err := r.sample(rr.broker, broker0, p); err != nil {
 				return r, err
 			}
 			ws.sample(ctx)
 			r.walsender = ws.cpu
-			if n > want && !c.committed {
-				return r, fmt.Errorf("broker holds %d records, want %d: duplicates in a clean run", n, want)
+			if n > rr.want && !s.committed() {
+				return r, fmt.Errorf("broker holds %d records, want %d: duplicates in a clean run", n, rr.want)
 			}
 			break
 		}
 		if time.Now().After(deadline) {
-			return r, fmt.Errorf("relay delivered %d of %d events in 10 minutes; log: %s", n, want, p.logTail())
+			return r, fmt.Errorf("relay delivered %d of %d events in 10 minutes; log: %s", n, rr.want, p.logTail())
 		}
 		ws.sample(ctx)
 	}
+	if rr.atEnd != nil {
+		if err := rr.atEnd(p); err != nil {
+			return r, err
+		}
+	}
 	stopped = true
 	return r, p.stop()
+}
+
+// sample records the broker's CPU since broker0 and the relay's CPU and
+// peak RSS so far.
+func (r *readerRun) sample(b broker, broker0 time.Duration, p *relayProc) error {
+	var err error
+	if r.brokerCPU, err = b.cpu(); err != nil {
+		return err
+	}
+	r.brokerCPU -= broker0
+	if r.cpu, err = procCPU(p.pid()); err != nil {
+		return err
+	}
+	r.peakRSS, err = procPeakRSS(p.pid())
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,9 +18,10 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
 	"github.com/outbox-relay/outbox-relay/internal/apachekafka"
 	"github.com/outbox-relay/outbox-relay/internal/pgtest"
-	"golang.org/x/sync/errgroup"
 )
 
 const (
@@ -38,11 +40,13 @@ type suite struct {
 	// warmJIT is the CPU the broker's JIT used in the last warm-up run.
 	warmJIT time.Duration
 	tmp     string
-	relay   string // built binary
-	recv    string // pg_recvlogical
-	schema  string
-	seq     int
-	relays  int // relay processes started, for their log names
+	relay   relayBin // the built binary, or -relay-bin
+	// baseline is -baseline-bin; its path is empty without the flag.
+	baseline relayBin
+	recv     string // pg_recvlogical
+	schema   string
+	seq      int
+	relays   int // relay processes started, for their log names
 }
 
 func newSuite(ctx context.Context, o options, log io.Writer) (*suite, error) {
@@ -51,19 +55,9 @@ func newSuite(ctx context.Context, o options, log io.Writer) (*suite, error) {
 	if s.tmp, err = os.MkdirTemp("", "outbox-relay-bench-*"); err != nil {
 		return nil, err
 	}
-	if o.relayBin != "" {
-		if s.relay, err = filepath.Abs(o.relayBin); err != nil {
-			return nil, err
-		}
-	} else {
-		s.relay = filepath.Join(s.tmp, "outbox-relay")
-		s.logf("building ./cmd/outbox-relay")
-		build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", s.relay, "./cmd/outbox-relay")
-		build.Dir = moduleRoot()
-		if out, err := build.CombinedOutput(); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("build relay: %w\n%s", err, out)
-		}
+	if err := s.findBinaries(ctx); err != nil {
+		s.Close()
+		return nil, err
 	}
 	bin := os.Getenv(pgtest.BinDirEnv)
 	if bin == "" {
@@ -104,6 +98,87 @@ func newSuite(ctx context.Context, o options, log io.Writer) (*suite, error) {
 	return s, nil
 }
 
+// findBinaries builds the relay (or takes -relay-bin) and checks that
+// -baseline-bin is a file that can be run.
+func (s *suite) findBinaries(ctx context.Context) error {
+	s.relay = relayBin{label: "relay", slot: "relay"}
+	if s.o.relayBin != "" {
+		var err error
+		if s.relay.path, err = executable("-relay-bin", s.o.relayBin); err != nil {
+			return err
+		}
+	} else {
+		s.relay.path = filepath.Join(s.tmp, "outbox-relay")
+		s.logf("building ./cmd/outbox-relay")
+		build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", s.relay.path, "./cmd/outbox-relay")
+		build.Dir = moduleRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("build relay: %w\n%s", err, out)
+		}
+	}
+	if s.o.baselineBin != "" {
+		s.baseline = relayBin{label: "baseline", slot: "base"}
+		var err error
+		if s.baseline.path, err = executable("-baseline-bin", s.o.baselineBin); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// executable returns the absolute path of a binary named by flagName, or
+// an error saying what is wrong with it.
+func executable(flagName, path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("%s %q: %w", flagName, truncate(path, 200), err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("%s %q: %w (build it first: see docs/benchmarks.md, Against the previous release)", flagName, truncate(path, 200), err)
+	}
+	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("%s %q is not an executable file: give the path of an outbox-relay binary", flagName, truncate(path, 200))
+	}
+	return abs, nil
+}
+
+// relayBin is one relay binary the scenarios measure.
+type relayBin struct {
+	label string // the report's row label: relay or baseline
+	path  string
+	slot  string // the prefix of its slots' names
+}
+
+// bins are the relay binaries every relay measurement runs: the baseline
+// (with -baseline-bin) and the relay, in that order.
+func (s *suite) bins() []relayBin {
+	if s.baseline.path == "" {
+		return []relayBin{s.relay}
+	}
+	return []relayBin{s.baseline, s.relay}
+}
+
+// order is the order the binaries run in within one run: the baseline
+// first, or with -relay-first the relay first (the whole sequence of a
+// run, pg_recvlogical included, reversed).
+func (s *suite) order() []relayBin {
+	bins := s.bins()
+	if s.o.relayFirst {
+		slices.Reverse(bins)
+	}
+	return bins
+}
+
+// profileFor is dir for the relay and "" for the baseline: only the
+// binary under work is profiled.
+func (s *suite) profileFor(bin relayBin, dir string) string {
+	if bin != s.relay {
+		return ""
+	}
+	return dir
+}
+
 func (s *suite) Close() {
 	if s.kafka != nil {
 		s.kafka.Close()
@@ -138,8 +213,13 @@ type database struct {
 	runs int
 }
 
-func (db *database) relaySlot(run int) string { return fmt.Sprintf("relay_%d_%s", run, db.name) }
-func (db *database) recvSlot(run int) string  { return fmt.Sprintf("recv_%d_%s", run, db.name) }
+// slot is run's slot of a binary (relayBin.slot) or of pg_recvlogical
+// ("recv").
+func (db *database) slot(reader string, run int) string {
+	return fmt.Sprintf("%s_%d_%s", reader, run, db.name)
+}
+
+func (db *database) recvSlot(run int) string { return db.slot("recv", run) }
 
 func (s *suite) newDatabase(ctx context.Context, scenario string, runs int) (*database, error) {
 	s.seq++
@@ -164,9 +244,10 @@ func (s *suite) newDatabase(ctx context.Context, scenario string, runs int) (*da
 		loadProcedure,
 	}
 	for i := range runs {
-		stmts = append(stmts,
-			fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", db.relaySlot(i)),
-			fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", db.recvSlot(i)))
+		stmts = append(stmts, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", db.recvSlot(i)))
+		for _, bin := range s.bins() {
+			stmts = append(stmts, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", db.slot(bin.slot, i)))
+		}
 	}
 	for _, q := range stmts {
 		if _, err := pool.Exec(ctx, q); err != nil {
@@ -193,12 +274,12 @@ func (db *database) Close(s *suite) {
 // TOAST compresses values one at a time, so sharing does not make the WAL
 // smaller, and random hex does not compress.
 const loadProcedure = `
-CREATE PROCEDURE bench_load(n int, per_tx int, pad text, first int) LANGUAGE plpgsql AS $$
+CREATE PROCEDURE bench_load(n int, per_tx int, pad text, first int, aggs int) LANGUAGE plpgsql AS $$
 DECLARE i int := 0;
 BEGIN
   WHILE i < n LOOP
     INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
-    SELECT 'order', 'order-' || ((first + i + g) % 1000), 'order.created',
+    SELECT 'order', 'order-' || ((first + i + g) % aggs), 'order.created',
            jsonb_build_object('seq', first + i + g, 'pad', pad)
     FROM generate_series(1, least(per_tx, n - i)) g;
     i := i + per_tx;
@@ -223,10 +304,16 @@ type backlog struct {
 	loadTime     time.Duration
 }
 
+// backlogAggregates is how many aggregate ids a backlog's events cycle
+// through, so the relay's partitioning by aggregate id spreads them over
+// every partition (the topics scenario sets its own count).
+const backlogAggregates = 1000
+
 // load writes n events in transactions of perTx rows over the suite's
-// load connections, then waits until the WAL is flushed so both readers
-// start with everything on disk.
-func (s *suite) load(ctx context.Context, db *database, n, perTx, size int) (backlog, error) {
+// load connections, their aggregate ids cycling through aggs values
+// (order-0, order-1, ...), then waits until the WAL is flushed so every
+// reader starts with everything on disk.
+func (s *suite) load(ctx context.Context, db *database, n, perTx, size, aggs int) (backlog, error) {
 	started := time.Now()
 	p := pad(size)
 	conns := s.o.loadConns
@@ -250,14 +337,14 @@ func (s *suite) load(ctx context.Context, db *database, n, perTx, size int) (bac
 				if perTx >= count {
 					// A single statement is a single transaction.
 					_, err := db.pool.Exec(gctx, `INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
-						SELECT 'order', 'order-' || ((g + $2) % 1000), 'order.created', jsonb_build_object('seq', g + $2, 'pad', $3::text)
-						FROM generate_series(1, $1::int) g`, count, first, p)
+						SELECT 'order', 'order-' || ((g + $2) % $4::int), 'order.created', jsonb_build_object('seq', g + $2, 'pad', $3::text)
+						FROM generate_series(1, $1::int) g`, count, first, p, aggs)
 					if err != nil {
 						return fmt.Errorf("insert: %w", err)
 					}
 					continue
 				}
-				if _, err := db.pool.Exec(gctx, "CALL bench_load($1, $2, $3, $4)", count, perTx, p, first); err != nil {
+				if _, err := db.pool.Exec(gctx, "CALL bench_load($1, $2, $3, $4, $5)", count, perTx, p, first, aggs); err != nil {
 					return fmt.Errorf("call bench_load: %w", err)
 				}
 			}
