@@ -48,13 +48,14 @@ type Config struct {
 	// undeliverable. Keep it at or under the topic's max.message.bytes.
 	MaxMessageBytes int
 	// RetryMax bounds sarama's retries of a failing batch. While it
-	// retries, sarama holds the partition's later batches behind it, which
-	// keeps per-aggregate order; once it gives up it sends the later ones,
-	// the error reaches the relay, which reconnects and resends the failed
-	// event after them. The default, 1000 retries at up to RetryBackoffMax
-	// apart, rides out about 80 minutes of outage in order. (sarama keeps
-	// per-partition state for every retry level, so "forever" is not an
-	// option.)
+	// retries, sarama holds the partition's later batches behind it and
+	// nothing is resent. Once it gives up, the producer's gate keeps the
+	// later batches out of Kafka (see gate), the session ends and the next
+	// one resends from the slot, in order. The default, 100 retries at up
+	// to RetryBackoffMax apart, rides out about 8 minutes of outage before
+	// that restart. sarama keeps 32 bytes per retry level for every
+	// partition it writes to (32 KB each at 1000 retries: 64 MB for 2,000
+	// single-partition topics, docs/benchmarks.md).
 	RetryMax int
 	// RetryBackoff is the first wait between retries; it doubles per retry
 	// of a batch up to RetryBackoffMax.
@@ -159,7 +160,7 @@ func DefaultConfig() Config {
 		Compression:     "none",
 		BatchBytes:      1 << 20,
 		MaxMessageBytes: 1000000,
-		RetryMax:        1000,
+		RetryMax:        100,
 		RetryBackoff:    100 * time.Millisecond,
 		RetryBackoffMax: 5 * time.Second,
 		Timeout:         10 * time.Second,
@@ -242,6 +243,12 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	sc.Producer.Idempotent = true
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Net.MaxOpenRequests = 1
+	// sarama gives every topic and every partition it writes to a
+	// goroutine with a buffer of this many records: 2 KB each at the
+	// default 256, 8 MB of a relay writing to 2,000 topics. The buffers
+	// only smooth hand-offs between its goroutines; Produce is bounded by
+	// the relay's in-flight caps anyway.
+	sc.ChannelBufferSize = 64
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
 	sc.Producer.Flush.Frequency = c.Linger

@@ -144,3 +144,53 @@ func TestKafkaRestartMidStream(t *testing.T) {
 	t.Logf("broker restarted after %d events; %v reconnects", n, run.Metric("outbox_relay_reconnects_total"))
 	rep.Log(t, "kafka restart mid-stream", recovery)
 }
+
+// TestOutageBeyondRetriesKeepsOrder: an outage that outlasts the
+// producer's retries ends the session, and the next one resends from the
+// slot. sarama, once it gives up on a batch, sends the partition's later
+// batches; the producer's gate must keep every one of them out of Kafka
+// until that resend, or an aggregate's later event lands first. With few
+// retries this happens many times per outage (a retry count this low
+// reordered about one run in six before the gate closed at a final
+// error). The default retry count bounds sarama's per-partition memory
+// (see sink.Config.RetryMax), so order may not depend on it.
+func TestOutageBeyondRetriesKeepsOrder(t *testing.T) {
+	kafkatest.RequireKfake(t, "a produce fault injected into the broker")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	env := relaytest.NewEnv(t, pg, kafkatest.Options{Partitions: 2})
+	cfg := env.Config()
+	cfg.Sink.RetryMax = 2
+	cfg.Sink.RetryBackoff, cfg.Sink.RetryBackoffMax = 10*time.Millisecond, 20*time.Millisecond
+	cfg.Relay.BackoffMin, cfg.Relay.BackoffMax = 20*time.Millisecond, 100*time.Millisecond
+	run := relaytest.Start(t, cfg)
+	run.WaitReady(ctx, t)
+	load := faulttest.StartLoad(env, 2*time.Millisecond)
+	load.WaitWritten(ctx, t, 200)
+
+	c := env.Kafka.Cluster()
+	var down atomic.Bool
+	down.Store(true)
+	var dropped atomic.Int64
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		// Every other produce request fails: sarama gives up on some
+		// batches while later ones of the same partitions are queued.
+		if !down.Load() || dropped.Add(1)%2 == 0 {
+			return nil, nil, false
+		}
+		return nil, errors.New("connection dropped by the test"), true
+	})
+	load.WaitWritten(ctx, t, len(load.Written())+1500)
+	down.Store(false)
+	healed := time.Now()
+	reconnects := run.Metric("outbox_relay_reconnects_total")
+	if reconnects == 0 {
+		t.Errorf("no reconnect: the producer never gave up on a batch, so the test did not exercise a resend")
+	}
+	recovery := faulttest.CatchUp(ctx, t, env, cfg.Replication.Slot, healed)
+	load.Stop()
+	rep := faulttest.Verify(ctx, t, env, cfg.Replication.Slot)
+	t.Logf("%d produce requests dropped, %v reconnects", dropped.Load()/2, reconnects)
+	rep.Log(t, "produce requests dropped beyond the producer's retries", recovery)
+}
