@@ -243,12 +243,6 @@ func (c Config) saramaConfig() (*sarama.Config, error) {
 	sc.Producer.Idempotent = true
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Net.MaxOpenRequests = 1
-	// sarama gives every topic and every partition it writes to a
-	// goroutine with a buffer of this many records: 2 KB each at the
-	// default 256, 8 MB of a relay writing to 2,000 topics. The buffers
-	// only smooth hand-offs between its goroutines; Produce is bounded by
-	// the relay's in-flight caps anyway.
-	sc.ChannelBufferSize = 64
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
 	sc.Producer.Flush.Frequency = c.Linger

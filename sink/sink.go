@@ -180,11 +180,15 @@ func (s *Sink) Run(ctx context.Context) error {
 // dead-letter copies do).
 func (s *Sink) Produce(ctx context.Context, ev *outboxrelay.Event, token uint64) error {
 	select {
-	case <-s.ready:
-	case <-s.stopped:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
+	case <-s.ready: // once connected, without the select below (see handOver)
+	default:
+		select {
+		case <-s.ready:
+		case <-s.stopped:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	msg := NewRecord(ev, token)
 	for {
