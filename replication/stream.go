@@ -330,11 +330,12 @@ func (s *Stream) handle(ctx context.Context, conn *pgconn.PgConn, dec *Decoder, 
 			if msg.Kind == KindEvent {
 				now := time.Now()
 				s.metrics.lastMessage.Set(float64(now.UnixNano()) / 1e9)
-				s.metrics.commitToReceive.Observe(now.Sub(msg.Event.CommitTime).Seconds())
 				if msg.Event.CommitLSN < s.delivered {
 					s.metrics.skipped.WithLabelValues(SkippedDelivered).Inc()
 					return nil
 				}
+				// Clocks of two hosts: a skew must not make it negative.
+				s.metrics.commitToReceive.Observe(max(now.Sub(msg.Event.CommitTime), 0).Seconds())
 			}
 			return s.emit(ctx, conn, msg, next)
 		}

@@ -33,8 +33,8 @@ type options struct {
 
 	metricsAddr      string
 	progressInterval time.Duration
-	// pprof serves /debug/pprof/ (pprofEnv): not a flag, a debugging aid.
-	pprof     bool
+	// pprofAddr serves /debug/pprof/ (pprofEnv): not a flag, a debugging aid.
+	pprofAddr string
 	logFormat string
 	logLevel  string
 

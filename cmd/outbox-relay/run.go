@@ -67,7 +67,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	// Turning them off saved 1-2% of the relay's CPU in a backlog drain
 	// (docs/benchmarks.md).
 	gometrics.UseNilMetrics = true
-	o.pprof = getenv(pprofEnv) != ""
+	o.pprofAddr = getenv(pprofEnv)
 	if path := getenv(cpuProfileEnv); path != "" {
 		stopProfile, err := startCPUProfile(path)
 		if err != nil {
@@ -144,6 +144,9 @@ func serve(ctx context.Context, o *options, r *relay.Relay, retention *admin.Ret
 	if retention != nil {
 		g.Go(func() error { return retention.Run(gctx) })
 	}
+	if o.pprofAddr != "" {
+		g.Go(func() error { return servePprof(gctx, o.pprofAddr, logger) })
+	}
 	if o.progressInterval > 0 {
 		p := progress{src: src, interval: o.progressInterval, log: logger.With().Str("component", "progress").Logger()}
 		g.Go(func() error { return p.Run(gctx) })
@@ -153,9 +156,6 @@ func serve(ctx context.Context, o *options, r *relay.Relay, retention *admin.Ret
 		g.Go(func() error { return hist.Run(gctx) })
 		mux := healthMux(r, reg)
 		mux.Handle("GET /{$}", statusPage(src, hist, o.pg.Slot, readBuildInfo().String()))
-		if o.pprof {
-			handlePprof(mux)
-		}
 		srv := &http.Server{Addr: o.metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		logger.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz, /readyz and the status page at /")
 		g.Go(func() error {
@@ -195,15 +195,36 @@ func startCPUProfile(path string) (stop func(), err error) {
 	}, nil
 }
 
-// pprofEnv, when set, serves Go's profiles (/debug/pprof/) beside the
-// metrics: a heap profile at the peak of a backlog drain shows what the
-// in-flight events hold. Off by default: profiles reveal payload bytes.
+// pprofEnv names a loopback address (127.0.0.1:6060) to serve Go's
+// profiles on (/debug/pprof/): a heap profile at the peak of a backlog
+// drain shows what the in-flight events hold. Its own listener, never the
+// metrics port (which a deployment exposes): goroutine dumps show the
+// relay's internals and a CPU profile costs CPU for as long as asked.
 const pprofEnv = "OUTBOX_RELAY_PPROF"
 
-func handlePprof(mux *http.ServeMux) {
+// servePprof serves the profiles on addr, a loopback address, until ctx
+// ends.
+func servePprof(ctx context.Context, addr string, logger zerolog.Logger) error {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%s=%q: use a loopback address such as 127.0.0.1:6060 (the profiles are not for the network)", pprofEnv, addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pprofEnv, err)
+	}
+	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", httppprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	logger.Warn().Str("addr", ln.Addr().String()).Msg("serving Go profiles at /debug/pprof/ (" + pprofEnv + "); a debugging aid, not for production")
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // traceEnv names a file for a runtime execution trace of the whole run
