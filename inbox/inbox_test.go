@@ -23,6 +23,27 @@ func events(topic, prefix string, n, aggregates int) []record {
 	return out
 }
 
+// checkAppliedOnce fails for every event applied more than once.
+func checkAppliedOnce(t *testing.T, fs []effect) {
+	t.Helper()
+	for id, n := range countByID(fs) {
+		if n != 1 {
+			t.Errorf("event %s applied %d times", id, n)
+		}
+	}
+}
+
+// checkAppliedOnceInOrder fails unless every record was applied exactly
+// once, each aggregate's in order.
+func checkAppliedOnceInOrder(t *testing.T, fs []effect, recs []record) {
+	t.Helper()
+	checkAppliedOnce(t, fs)
+	if len(fs) != len(recs) {
+		t.Fatalf("%d effects for %d events", len(fs), len(recs))
+	}
+	checkOrder(t, fs, recs)
+}
+
 // checkOrder fails unless, per aggregate (key), the effects' values run
 // 0, 1, 2, ... : records of a partition applied in offset order.
 func checkOrder(t *testing.T, fs []effect, recs []record) {
@@ -62,15 +83,7 @@ func TestAppliesEachEventOnce(t *testing.T) {
 		t.Fatalf("handled %v records, want %d", handled(), len(recs)+len(resent))
 	}
 	fs := e.effects(ctx)
-	for id, n := range countByID(fs) {
-		if n != 1 {
-			t.Errorf("event %s applied %d times", id, n)
-		}
-	}
-	if len(fs) != len(recs) {
-		t.Fatalf("%d effects for %d events", len(fs), len(recs))
-	}
-	checkOrder(t, fs, recs)
+	checkAppliedOnceInOrder(t, fs, recs)
 	if got := r.metric("outbox_relay_inbox_skipped_duplicates_total"); got != float64(len(resent)) {
 		t.Errorf("skipped_duplicates_total = %v, want %d", got, len(resent))
 	}

@@ -78,15 +78,7 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 		t.Errorf("the restarted consumer received %v records already applied: offsets were not committed at shutdown", got)
 	}
 	fs = e.effects(ctx)
-	for id, n := range countByID(fs) {
-		if n != 1 {
-			t.Errorf("event %s applied %d times", id, n)
-		}
-	}
-	if len(fs) != len(recs) {
-		t.Fatalf("%d effects for %d events", len(fs), len(recs))
-	}
-	checkOrder(t, fs, recs)
+	checkAppliedOnceInOrder(t, fs, recs)
 }
 
 // A handler still running at ShutdownTimeout is cancelled and rolled
@@ -121,10 +113,6 @@ func TestShutdownTimeoutRollsBack(t *testing.T) {
 		t.Fatal("never settled")
 	}
 	fs := e.effects(ctx)
-	for id, n := range countByID(fs) {
-		if n != 1 {
-			t.Errorf("event %s applied %d times", id, n)
-		}
-	}
+	checkAppliedOnce(t, fs)
 	checkOrder(t, fs, recs)
 }
