@@ -42,11 +42,14 @@ type options struct {
 	runs         int
 	relayBin     string
 	baselineBin  string
-	broker       string // brokerKfake or brokerApache
-	brokerWarmup time.Duration
-	rates        []int // the latency scenario's rates: -rates, or -rate alone
-	topicsN      int
-	topicsCounts []int // the topics scenario's topic counts: -topics-counts, or -topics-count alone
+	// baselineLabel names the baseline's rows, e.g. "naive" when
+	// -baseline-bin is bench/naiverelay (see docs/benchmarks.md).
+	baselineLabel string
+	broker        string // brokerKfake or brokerApache
+	brokerWarmup  time.Duration
+	rates         []int // the latency scenario's rates: -rates, or -rate alone
+	topicsN       int
+	topicsCounts  []int // the topics scenario's topic counts: -topics-counts, or -topics-count alone
 }
 
 var allScenarios = []string{"drain", "huge", "latency", "latency15k", "payload", "topics", "incidents"}
@@ -197,6 +200,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "drains of each backlog per reader (each from its own slot), runs of each incident; the tables show the median")
 	fs.StringVar(&o.relayBin, "relay-bin", "", "an outbox-relay binary to measure instead of building ./cmd/outbox-relay (e.g. an older version)")
 	fs.StringVar(&o.baselineBin, "baseline-bin", "", "a second outbox-relay binary (e.g. the previous release) measured in the same run: every relay run is made with both, alternating, and the tables print a baseline row beside each relay row")
+	fs.StringVar(&o.baselineLabel, "baseline-label", "baseline", "the name of -baseline-bin's rows (letters, digits, - and _, at most 16), e.g. naive for bench/naiverelay")
 	fs.BoolVar(&o.relayFirst, "relay-first", false, "reverse each run's order: the relay, then the baseline, then pg_recvlogical (default: pg_recvlogical, the baseline, the relay)")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "print where the relay's logs are and keep them")
 	fs.StringVar(&o.broker, "broker", brokerKfake, "the Kafka the relay produces to: kfake (in this process) or apache (one Apache Kafka node, a JVM started once for the whole run; needs Java 17+)")
@@ -237,6 +241,9 @@ func (o *options) check(raw rawFlags) error {
 	if o.broker != brokerKfake && o.broker != brokerApache {
 		return fmt.Errorf("-broker %q: use %s or %s", o.broker, brokerKfake, brokerApache)
 	}
+	if !validLabel(o.baselineLabel) {
+		return fmt.Errorf("-baseline-label %q: use 1 to 16 letters, digits, - or _ (e.g. naive)", truncate(o.baselineLabel, 40))
+	}
 	o.relayArgs = strings.Fields(raw.extra)
 	if o.n < 1 || o.hugeN < 1 || o.txRows < 1 || o.rate < 1 || o.latencyRows < 1 || o.loadConns < 1 || o.runs < 1 || o.payload < 40 ||
 		o.topicsN < 1 || raw.topicsCount < 1 {
@@ -275,4 +282,18 @@ func byteSize(n int) string {
 		return fmt.Sprintf("%dKB", n>>10)
 	}
 	return fmt.Sprintf("%dB", n)
+}
+
+// validLabel keeps a row label one short word: the tables are
+// tab-aligned and the label also names slots (bench/suite.go).
+func validLabel(l string) bool {
+	if l == "" || len(l) > 16 {
+		return false
+	}
+	for _, r := range l {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }

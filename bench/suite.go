@@ -117,7 +117,7 @@ func (s *suite) findBinaries(ctx context.Context) error {
 		}
 	}
 	if s.o.baselineBin != "" {
-		s.baseline = relayBin{label: "baseline", slot: "base"}
+		s.baseline = relayBin{label: s.o.baselineLabel, slot: "base"}
 		var err error
 		if s.baseline.path, err = executable("-baseline-bin", s.o.baselineBin); err != nil {
 			return err
