@@ -1,9 +1,7 @@
 package main
 
 import (
-	_ "embed"
 	"fmt"
-	"html/template"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,12 +15,7 @@ import (
 // throughput, the last problem with what to do about it, and a chart of the
 // last minutes. It is rendered on the server from the process's own
 // metrics, with no script and no external asset (it works offline), and
-// html/template escapes every value (error texts quote user data).
-
-//go:embed statuspage.html
-var statusPageHTML string
-
-var statusPageTmpl = template.Must(template.New("status").Parse(statusPageHTML))
+// every value is escaped (error texts quote user data): see pagehtml.go.
 
 // History of the status page's charts: a sample every historyStep for
 // historySpan.
@@ -33,7 +26,7 @@ const (
 	throughputOver = time.Minute
 )
 
-// pageView is everything the template shows, already formatted.
+// pageView is everything the page shows, already formatted.
 type pageView struct {
 	Refresh                     int
 	Phase, PhaseClass, PhaseFor string
@@ -73,9 +66,8 @@ func statusPage(src source, hist *history, slot, version string) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		// The page needs nothing from elsewhere; say so to the browser.
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'")
-		if err := statusPageTmpl.Execute(w, view); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-		}
+		// A write error means the client went away; the headers are sent.
+		_ = writePage(w, view)
 	})
 }
 

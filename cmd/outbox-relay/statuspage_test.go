@@ -131,7 +131,7 @@ func TestStatusPageEscapes(t *testing.T) {
 	view := buildView(cur, nil, `slot<b>"x"`, "test <build>")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		if err := statusPageTmpl.Execute(w, view); err != nil {
+		if err := writePage(w, view); err != nil {
 			t.Error(err)
 		}
 	}))
@@ -169,5 +169,46 @@ func TestStatusPageShowsLastProblem(t *testing.T) {
 	}
 	if err := d.stop(); err != nil {
 		t.Fatalf("relay: %v", err)
+	}
+}
+
+// TestStatusPageEscapesEveryValue: every value the page shows is written
+// escaped, each in its own place. Each field of the view holds markup
+// naming the field; the page must show every one of them as escaped text
+// and none as markup.
+func TestStatusPageEscapesEveryValue(t *testing.T) {
+	mark := func(field string) string { return "<i>" + field + "</i>'\"+&\x00" }
+	esc := func(field string) string { return "&lt;i&gt;" + field + "&lt;/i&gt;&#39;&#34;&#43;&amp;\uFFFD" }
+	card := func(p string) pageValue {
+		return pageValue{Label: mark(p + ".Label"), Value: mark(p + ".Value"), Metric: mark(p + ".Metric"), Raw: mark(p + ".Raw")}
+	}
+	chart := func(p, points string) pageChart {
+		return pageChart{ID: mark(p + ".ID"), Title: mark(p + ".Title"), Color: mark(p + ".Color"), Max: mark(p + ".Max"), Points: points, W: 600, H: 140}
+	}
+	v := pageView{Refresh: 5, Phase: mark("Phase"), PhaseClass: mark("PhaseClass"), PhaseFor: mark("PhaseFor"),
+		Slot: mark("Slot"), Version: mark("Version"), Now: mark("Now"), Detail: mark("Detail"), Advice: mark("Advice"),
+		Position: []pageValue{card("Position")}, Delivery: []pageValue{card("Delivery")}, ChartSpan: mark("ChartSpan"),
+		Charts:  []pageChart{chart("Chart0", mark("Chart0.Points")), chart("Chart1", "")},
+		Problem: &pageProblem{Phase: mark("Problem.Phase"), At: mark("Problem.At"), Ago: mark("Problem.Ago"), Text: mark("Problem.Text"), Advice: mark("Problem.Advice")}}
+	var b strings.Builder
+	if err := writePage(&b, v); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	for _, field := range []string{"Phase", "PhaseClass", "PhaseFor", "Slot", "Version", "Now", "Detail", "Advice", "ChartSpan",
+		"Position.Label", "Position.Value", "Position.Metric", "Position.Raw", "Delivery.Label", "Delivery.Value", "Delivery.Metric", "Delivery.Raw",
+		"Chart0.ID", "Chart0.Title", "Chart0.Color", "Chart0.Max", "Chart0.Points", "Chart1.ID", "Chart1.Title", "Chart1.Max",
+		"Problem.Phase", "Problem.At", "Problem.Ago", "Problem.Text", "Problem.Advice"} {
+		if !strings.Contains(page, esc(field)) {
+			t.Errorf("the page does not show %s escaped (%q)", field, esc(field))
+		}
+	}
+	if strings.Contains(page, "<i>") || strings.Contains(page, "\x00") {
+		t.Errorf("the page writes a value unescaped:\n%s", page)
+	}
+	for _, want := range []string{`content="5"`, `viewBox="0 0 600 140"`, "collecting samples", "Refreshes every 5 s."} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q:\n%s", want, page)
+		}
 	}
 }
