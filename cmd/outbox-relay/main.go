@@ -6,13 +6,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/IBM/sarama"
-	"github.com/outbox-relay/outbox-relay/sink"
 	"io"
 	"os"
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/IBM/sarama"
+
+	"github.com/outbox-relay/outbox-relay/sink"
 )
 
 // panicsKey carries main's *sink.Panics to runRelay: sarama's panic hook is

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
 	outboxrelay "github.com/outbox-relay/outbox-relay"
 )
 
