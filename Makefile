@@ -7,9 +7,11 @@ BIN     ?= bin/outbox-relay
 
 ## build: a static binary (CGO_ENABLED=0, as the Dockerfile builds): with cgo it links libc for
 ## the DNS resolver and os/user, whose pages add 1.4 MB to the relay's RSS (docs/benchmarks.md,
-## "Resident pages of the binary"). Go's own resolver and /etc/passwd lookup are used instead.
+## "Resident pages of the binary"). Go's own resolver and /etc/passwd lookup are used instead;
+## a host that needs NSS for them builds with `make build CGO=1`.
+CGO ?= 0
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/outbox-relay
+	CGO_ENABLED=$(CGO) $(GO) build -trimpath -o $(BIN) ./cmd/outbox-relay
 
 ## test: unit and integration tests (throwaway Postgres + in-process Kafka), race detector on.
 test: vet

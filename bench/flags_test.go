@@ -25,8 +25,10 @@ func TestParseFlagsRatesAndTopicCounts(t *testing.T) {
 		{name: "bad rate", args: []string{"-rates", "1000,fast"}, wantErrSub: `-rates: "fast" is not a positive rate`},
 		{name: "zero topics", args: []string{"-topics-counts", "0"}, wantErrSub: `-topics-counts: "0" is not a positive topic count`},
 		{name: "zero topics-n", args: []string{"-topics-n", "0"}, wantErrSub: "counts must be positive"},
-		{name: "baseline label with a space", args: []string{"-baseline-label", "naive relay"}, wantErrSub: `-baseline-label "naive relay": use 1 to 16 letters`},
-		{name: "empty baseline label", args: []string{"-baseline-label", ""}, wantErrSub: `-baseline-label "": use 1 to 16`},
+		{name: "baseline label with a space", args: []string{"-baseline-bin", "/bin/true", "-baseline-label", "naive relay"}, wantErrSub: `-baseline-label "naive relay": use 1 to 16 letters`},
+		{name: "empty baseline label", args: []string{"-baseline-bin", "/bin/true", "-baseline-label", ""}, wantErrSub: `-baseline-label "": use 1 to 16`},
+		{name: "baseline label relay", args: []string{"-baseline-bin", "/bin/true", "-baseline-label", "relay"}, wantErrSub: "other than relay"},
+		{name: "baseline label alone", args: []string{"-baseline-label", "naive"}, wantErrSub: "give -baseline-bin too"},
 		{name: "unknown scenario", args: []string{"-scenarios", "topic"}, wantErrSub: `unknown scenario "topic"`},
 	}
 	for _, tc := range cases {

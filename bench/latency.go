@@ -37,8 +37,10 @@ type latencyResult struct {
 	writeLagAtClose time.Duration
 	load            string
 	// relayP50/relayP99 bound the relay's commit-to-ack time (histogram
-	// bucket bounds, seconds).
+	// bucket bounds, seconds); relayHist is false when the binary exports
+	// no such histogram.
 	relayP50, relayP99 float64
+	relayHist          bool
 	// toCommit and fromCommit are p50, p99 and max of the two parts of
 	// each latency (see latencyConsumer.split).
 	toCommit, fromCommit [3]time.Duration
@@ -116,7 +118,7 @@ func (res *latencyResult) sampleRelay(ctx context.Context, db *database, slot st
 	res.walsenderCPU = ws.cpu
 	res.load = loadAvg()
 	if q, err := relayQuantiles(p.metrics, .5, .99); err == nil {
-		res.relayP50, res.relayP99 = q[0], q[1]
+		res.relayP50, res.relayP99, res.relayHist = q[0], q[1], true
 	}
 	return nil
 }

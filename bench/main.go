@@ -241,8 +241,11 @@ func (o *options) check(raw rawFlags) error {
 	if o.broker != brokerKfake && o.broker != brokerApache {
 		return fmt.Errorf("-broker %q: use %s or %s", o.broker, brokerKfake, brokerApache)
 	}
-	if !validLabel(o.baselineLabel) {
-		return fmt.Errorf("-baseline-label %q: use 1 to 16 letters, digits, - or _ (e.g. naive)", truncate(o.baselineLabel, 40))
+	if !validLabel(o.baselineLabel) || o.baselineLabel == "relay" {
+		return fmt.Errorf("-baseline-label %q: use 1 to 16 letters, digits, - or _, other than relay (e.g. naive)", truncate(o.baselineLabel, 40))
+	}
+	if o.baselineLabel != "baseline" && o.baselineBin == "" {
+		return fmt.Errorf("-baseline-label %q names -baseline-bin's rows: give -baseline-bin too", o.baselineLabel)
 	}
 	o.relayArgs = strings.Fields(raw.extra)
 	if o.n < 1 || o.hugeN < 1 || o.txRows < 1 || o.rate < 1 || o.latencyRows < 1 || o.loadConns < 1 || o.runs < 1 || o.payload < 40 ||
@@ -284,8 +287,8 @@ func byteSize(n int) string {
 	return fmt.Sprintf("%dB", n)
 }
 
-// validLabel keeps a row label one short word: the tables are
-// tab-aligned and the label also names slots (bench/suite.go).
+// validLabel keeps a row label one short word that prints as given: the
+// tables are tab-aligned.
 func validLabel(l string) bool {
 	if l == "" || len(l) > 16 {
 		return false

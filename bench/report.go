@@ -76,7 +76,7 @@ func printBacklogs(w io.Writer, rows []result, several bool, brokerCPU string) {
 	tw.Flush()
 	fmt.Fprintln(w, "broker share = broker CPU / (relay + its walsender + broker CPU) during the relay's run")
 	if several {
-		fmt.Fprintln(w, "binary: relay = the build under test, baseline = -baseline-bin; ratio = pg_recvlogical's time / that binary's")
+		fmt.Fprintln(w, "binary: relay = the build under test, the other row = -baseline-bin (named by -baseline-label); ratio = pg_recvlogical's time / that binary's")
 	}
 }
 
@@ -87,11 +87,11 @@ func printLatency(w io.Writer, lat []latencyResult, several bool, brokerCPU stri
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, withBinary(several, "binary", fmt.Sprintf("rate ev/s\twritten\tconsumed\tp50 ms\tp95 ms\tp99 ms\tmax ms\tpeak RSS MB\trelay CPU s/100k\trelay CPU s\twalsender CPU s\t%s\tbroker share\tbench process CPU s\twriter behind at end ms\trelay commit->ack p50/p99 ms (bucket bound)\tload\t\n", brokerCPU)))
 	for _, l := range lat {
-		fmt.Fprint(tw, withBinary(several, l.label, fmt.Sprintf("%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t%.1f\t%.0f%%\t%.1f\t%.1f\t<=%.1f / <=%.1f\t%s\t\n",
+		fmt.Fprint(tw, withBinary(several, l.label, fmt.Sprintf("%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t%.1f\t%.0f%%\t%.1f\t%.1f\t%s\t%s\t\n",
 			l.rate, l.written, l.seen, ms(l.p50), ms(l.p95), ms(l.p99), ms(l.maxLat), mb(l.relayRSS),
 			l.relayCPU.Seconds()*100000/float64(l.written), l.relayCPU.Seconds(), l.walsenderCPU.Seconds(),
 			l.brokerCPU.Seconds(), 100*share(l.brokerCPU, l.relayCPU, l.walsenderCPU), l.benchCPU.Seconds(),
-			ms(max(0, l.writeLagAtClose)), l.relayP50*1000, l.relayP99*1000, l.load)))
+			ms(max(0, l.writeLagAtClose)), l.relayQuantiles(), l.load)))
 	}
 	tw.Flush()
 	for _, l := range lat {
@@ -187,4 +187,13 @@ func relayFlagsLabel(args []string) string {
 		return "defaults"
 	}
 	return strings.Join(args, " ")
+}
+
+// relayQuantiles is the relay's own commit-to-ack p50/p99, or "-" for a
+// binary that exports no such histogram (bench/naiverelay).
+func (l latencyResult) relayQuantiles() string {
+	if !l.relayHist {
+		return "-"
+	}
+	return fmt.Sprintf("<=%.1f / <=%.1f", l.relayP50*1000, l.relayP99*1000)
 }

@@ -55,11 +55,15 @@ func (p *saramaProducer) close() {
 	p.done.Wait()
 }
 
-// franzProducer is franz-go's idempotent producer with no linger.
+// franzProducer is franz-go's idempotent producer with no linger and no
+// compression (its default is snappy), buffering at most the relay's
+// in-flight cap. franz-go keeps up to 5 requests in flight per broker
+// with idempotence, and that cannot be lowered: unlike sarama's one.
 type franzProducer struct{ cl *kgo.Client }
 
 func newFranz(brokers []string) (*franzProducer, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.MaxBufferedRecords(10000),
 		kgo.AllowAutoTopicCreation(), kgo.RecordRetries(100))
 	if err != nil {
 		return nil, err

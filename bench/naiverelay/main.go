@@ -37,7 +37,8 @@ func main() {
 }
 
 // producer sends one record and calls ack when the broker has it; it
-// keeps the order of records with the same key.
+// keeps the order of records with the same key. close flushes; it is
+// called once, at a graceful stop (on an error the process just exits).
 type producer interface {
 	send(topic string, key, value []byte, ts time.Time, ack func())
 	close()
@@ -74,7 +75,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer p.close()
 	ready := make(chan struct{})
 	if err := serveReady(*addr, ready); err != nil {
 		return err
@@ -182,7 +182,7 @@ func stream(ctx context.Context, url, slot, pub, topic string, p producer, ready
 		msg, err := conn.ReceiveMessage(rctx)
 		cancel()
 		if ctx.Err() != nil {
-			return nil
+			return finalStatus(conn, a, p)
 		}
 		if pgconn.Timeout(err) {
 			continue
@@ -209,6 +209,16 @@ func stream(ctx context.Context, url, slot, pub, topic string, p producer, ready
 			}
 		}
 	}
+}
+
+// finalStatus flushes the producer and confirms what it acked, as the
+// relay's graceful stop does, so a next start on the slot resends nothing.
+func finalStatus(conn *pgconn.PgConn, a *acks, p producer) error {
+	p.close()
+	lsn := a.position()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn})
 }
 
 func sep(url string) string {
