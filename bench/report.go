@@ -91,7 +91,7 @@ func printLatency(w io.Writer, lat []latencyResult, several bool, brokerCPU stri
 			l.rate, l.written, l.seen, ms(l.p50), ms(l.p95), ms(l.p99), ms(l.maxLat), mb(l.relayRSS),
 			l.relayCPU.Seconds()*100000/float64(l.written), l.relayCPU.Seconds(), l.walsenderCPU.Seconds(),
 			l.brokerCPU.Seconds(), 100*share(l.brokerCPU, l.relayCPU, l.walsenderCPU), l.benchCPU.Seconds(),
-			ms(max(0, l.writeLagAtClose)), l.relayQuantiles(), l.load)))
+			ms(max(0, l.writeLagAtClose)), l.commitToAck(), l.load)))
 	}
 	tw.Flush()
 	for _, l := range lat {
@@ -189,9 +189,9 @@ func relayFlagsLabel(args []string) string {
 	return strings.Join(args, " ")
 }
 
-// relayQuantiles is the relay's own commit-to-ack p50/p99, or "-" for a
+// commitToAck is the relay's own commit-to-ack p50/p99, or "-" for a
 // binary that exports no such histogram (bench/naiverelay).
-func (l latencyResult) relayQuantiles() string {
+func (l latencyResult) commitToAck() string {
 	if !l.relayHist {
 		return "-"
 	}

@@ -68,19 +68,21 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	// (docs/benchmarks.md).
 	gometrics.UseNilMetrics = true
 	o.pprofAddr = getenv(pprofEnv)
-	if path := getenv(cpuProfileEnv); path != "" {
-		stopProfile, err := startCPUProfile(path)
-		if err != nil {
-			return err
+	for _, r := range []struct {
+		env   string
+		start func(io.Writer) error
+		stop  func()
+	}{
+		{cpuProfileEnv, pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{traceEnv, trace.Start, trace.Stop},
+	} {
+		if path := getenv(r.env); path != "" {
+			stop, err := recordTo(r.env, path, r.start, r.stop)
+			if err != nil {
+				return err
+			}
+			defer stop()
 		}
-		defer stopProfile()
-	}
-	if path := getenv(traceEnv); path != "" {
-		stopTrace, err := startTrace(path)
-		if err != nil {
-			return err
-		}
-		defer stopTrace()
 	}
 
 	reg := prometheus.NewRegistry()
@@ -180,21 +182,6 @@ func serve(ctx context.Context, o *options, r *relay.Relay, retention *admin.Ret
 // so it is not a flag.
 const cpuProfileEnv = "OUTBOX_RELAY_CPUPROFILE"
 
-func startCPUProfile(path string) (stop func(), err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("create %s file: %w", cpuProfileEnv, err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start CPU profile: %w", err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}, nil
-}
-
 // pprofEnv names a loopback address (127.0.0.1:6060) to serve Go's
 // profiles on (/debug/pprof/): a heap profile at the peak of a backlog
 // drain shows what the in-flight events hold. Its own listener, never the
@@ -232,17 +219,19 @@ func servePprof(ctx context.Context, addr string, logger zerolog.Logger) error {
 // a CPU profile does not show. A debugging aid, like cpuProfileEnv.
 const traceEnv = "OUTBOX_RELAY_TRACE"
 
-func startTrace(path string) (stop func(), err error) {
+// recordTo starts a recorder (a CPU profile, a trace) writing into the file
+// named by env's value; stop ends it and closes the file.
+func recordTo(env, path string, start func(io.Writer) error, stop func()) (func(), error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("create %s file: %w", traceEnv, err)
+		return nil, fmt.Errorf("create %s file: %w", env, err)
 	}
-	if err := trace.Start(f); err != nil {
+	if err := start(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("start execution trace: %w", err)
+		return nil, fmt.Errorf("start %s: %w", env, err)
 	}
 	return func() {
-		trace.Stop()
+		stop()
 		f.Close()
 	}, nil
 }
